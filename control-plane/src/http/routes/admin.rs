@@ -1,0 +1,221 @@
+//! `/v1/admin/…`: platform endpoints for the operator.
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::authz::{self, Action, Scope};
+use crate::db;
+use crate::error::{Problem, Result};
+use crate::http::extract::Caller;
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_regions))
+        .routes(routes!(list_redeliveries))
+        .routes(routes!(list_worker_pools))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RedeliveryOut {
+    pub guid: String,
+    pub delivery_id: i64,
+    pub event: String,
+    /// The status our intake answered GitHub's failed attempt with (0: no answer).
+    pub status_code: i32,
+    pub requested_at: chrono::DateTime<chrono::Utc>,
+    /// `requested` or `error`.
+    pub result: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RedeliveriesOut {
+    pub items: Vec<RedeliveryOut>,
+}
+
+/// Redeliveries the reconciler asked GitHub for, newest first (operator).
+#[utoipa::path(
+    get, path = "/v1/admin/github/redeliveries", tag = "platform",
+    responses((status = 200, body = RedeliveriesOut), (status = 403, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+async fn list_redeliveries(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<RedeliveriesOut>> {
+    authz::require(&state, Scope::Platform(&caller), Action::Platform).await?;
+    let items = db::redeliveries::recent(&state.catalog, 200)
+        .await?
+        .into_iter()
+        .map(|r| RedeliveryOut {
+            guid: r.guid,
+            delivery_id: r.delivery_id,
+            event: r.event,
+            status_code: r.status_code,
+            requested_at: r.requested_at,
+            result: r.result,
+        })
+        .collect();
+    Ok(Json(RedeliveriesOut { items }))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RegionOut {
+    pub name: String,
+    pub api_url: String,
+    pub shards: Vec<String>,
+    /// The region's worker pool (as in `GET /v1/admin/worker-pools`).
+    pub worker_pool: WorkerPoolOut,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RegionsOut {
+    pub items: Vec<RegionOut>,
+}
+
+/// Regions with their shards (operator).
+#[utoipa::path(
+    get, path = "/v1/admin/regions", tag = "platform",
+    responses((status = 200, body = RegionsOut), (status = 403, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+async fn list_regions(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<RegionsOut>> {
+    authz::require(&state, Scope::Platform(&caller), Action::Platform).await?;
+    let routes = state.shards.routes();
+    let regions = db::regions::list(&state.catalog).await?;
+    let pools = futures::future::join_all(regions.iter().map(|r| async {
+        match protocol::Region::new(r.name.clone()) {
+            Ok(region) => read_pool(&state, &region).await,
+            Err(_) => WorkerPoolOut {
+                region: r.name.clone(),
+                status: "unreachable".into(),
+                age_seconds: None,
+                stale: false,
+                pool: None,
+            },
+        }
+    }))
+    .await;
+    let items = regions
+        .into_iter()
+        .zip(pools)
+        .map(|(r, worker_pool)| RegionOut {
+            shards: routes
+                .map
+                .shards()
+                .filter(|s| s.region.as_str() == r.name)
+                .map(|s| s.name.clone())
+                .collect(),
+            name: r.name,
+            api_url: r.api_url,
+            worker_pool,
+        })
+        .collect();
+    Ok(Json(RegionsOut { items }))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WorkerPoolOut {
+    pub region: String,
+    /// `ok`; `no_autoscaler` when no autoscaler has reported for the region yet;
+    /// `unreachable` when the region's JetStream did not answer.
+    pub status: String,
+    /// Seconds since the autoscaler last wrote the pool's state.
+    pub age_seconds: Option<f64>,
+    /// The state is older than a minute: its autoscaler is probably not running.
+    pub stale: bool,
+    /// The pool as its autoscaler last saw it: `actual`, `desired`, `starting`,
+    /// `forecast_jobs_per_second`, `forecast_upper`, `backlog`, `pending`, `in_flight`,
+    /// `oldest_wait_seconds`, `last_decision {at, current, desired, reason}`, `fallback`, …
+    /// (docs/autoscaler.md).
+    #[schema(value_type = Option<Object>)]
+    pub pool: Option<protocol::autoscale::PoolState>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WorkerPoolsOut {
+    pub items: Vec<WorkerPoolOut>,
+}
+
+/// A pool state older than this is marked stale.
+const POOL_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+/// Longest wait for one region's JetStream.
+const POOL_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads one region's pool state from its autoscaler bucket: this region's through the local
+/// JetStream, the others' through their JetStream domains (named after the regions).
+async fn read_pool(state: &AppState, region: &protocol::Region) -> WorkerPoolOut {
+    let js = if region == &state.config.region.name {
+        state.nats.js.clone()
+    } else {
+        async_nats::jetstream::with_domain(state.nats.client.clone(), region.as_str())
+    };
+    let bucket = state.nats.names.autoscaler_bucket();
+    let read = async {
+        // Before any autoscaler ran the bucket does not exist; some servers report that as
+        // an error rather than "not found", so any failure to open it means "none yet"
+        // unless the domain does not answer at all (the timeout below).
+        let Ok(store) = js.get_key_value(&bucket).await else {
+            return Ok::<_, String>(None);
+        };
+        let entry = store
+            .get(protocol::autoscale::PoolState::key(region))
+            .await
+            .map_err(|e| e.to_string())?;
+        match entry {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice::<protocol::autoscale::PoolState>(&bytes)
+                .map(Some)
+                .map_err(|e| format!("unreadable pool state: {e}")),
+        }
+    };
+    let (status, pool) = match tokio::time::timeout(POOL_READ_TIMEOUT, read).await {
+        Ok(Ok(Some(p))) => ("ok", Some(p)),
+        Ok(Ok(None)) => ("no_autoscaler", None),
+        Ok(Err(e)) => {
+            tracing::warn!(region = %region, error = %e, "cannot read the pool state");
+            ("unreachable", None)
+        }
+        Err(_) => ("unreachable", None),
+    };
+    let age = pool.as_ref().map(|p| {
+        (chrono::Utc::now() - p.updated_at)
+            .to_std()
+            .unwrap_or_default()
+    });
+    WorkerPoolOut {
+        region: region.to_string(),
+        status: status.to_owned(),
+        age_seconds: age.map(|a| a.as_secs_f64()),
+        stale: age.is_some_and(|a| a > POOL_STALE_AFTER),
+        pool,
+    }
+}
+
+/// Every region's worker pool: actual, desired and starting workers, forecast, backlog and
+/// the autoscaler's last decision with its reason (operator).
+#[utoipa::path(
+    get, path = "/v1/admin/worker-pools", tag = "platform",
+    responses((status = 200, body = WorkerPoolsOut), (status = 403, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+async fn list_worker_pools(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<WorkerPoolsOut>> {
+    authz::require(&state, Scope::Platform(&caller), Action::Platform).await?;
+    let regions: Vec<protocol::Region> = db::regions::list(&state.catalog)
+        .await?
+        .into_iter()
+        .filter_map(|r| protocol::Region::new(r.name).ok())
+        .collect();
+    let items = futures::future::join_all(regions.iter().map(|r| read_pool(&state, r))).await;
+    Ok(Json(WorkerPoolsOut { items }))
+}

@@ -1,0 +1,208 @@
+//! The recorder: consumes the region's deliveries stream and writes each delivery, and the
+//! `queued` rows of its jobs, to the org's shard — in batches, once (inserts are idempotent,
+//! so a redelivered message changes nothing). Deliveries of unclaimed installations go to the
+//! catalog.
+//!
+//! Intake never waits for this: JetStream's acknowledgement is the durable record, and the
+//! rows follow within milliseconds. Workers create a job's row themselves if they get to it
+//! first.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::{AckKind, Message};
+use futures::StreamExt;
+use protocol::JobStatus;
+use protocol::delivery::DeliveryRecord;
+use protocol::service::jobstore;
+use protocol::subjects::RECORDER_CONSUMER;
+use tokio_util::sync::CancellationToken;
+
+use crate::db;
+use crate::error::Chain;
+use crate::state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+enum RecorderError {
+    #[error("JetStream: {0}")]
+    Nats(String),
+    #[error("the message stream ended")]
+    Ended,
+}
+
+/// Runs until `shutdown`; reconnects with backoff when the stream fails.
+pub async fn run(state: AppState, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        match consume(&state, &shutdown).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "recorder interrupted");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    tracing::info!("recorder stopped");
+}
+
+async fn consumer(state: &AppState) -> Result<PullConsumer, RecorderError> {
+    let names = &state.nats.names;
+    let stream = state
+        .nats
+        .js
+        .get_stream(names.deliveries_stream(&state.region))
+        .await
+        .map_err(|e| RecorderError::Nats(e.to_string()))?;
+    stream
+        .get_or_create_consumer(
+            RECORDER_CONSUMER,
+            pull::Config {
+                durable_name: Some(RECORDER_CONSUMER.to_owned()),
+                description: Some("Writes accepted deliveries and their jobs to the shards".into()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_deliver: -1,
+                max_ack_pending: 20_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| RecorderError::Nats(e.to_string()))
+}
+
+async fn consume(state: &AppState, shutdown: &CancellationToken) -> Result<(), RecorderError> {
+    let batch = state.config.recorder.batch_size;
+    let consumer = consumer(state).await?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(batch)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(|e| RecorderError::Nats(e.to_string()))?
+        .ready_chunks(batch);
+    loop {
+        let chunk = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            chunk = messages.next() => chunk.ok_or(RecorderError::Ended)?,
+        };
+        let mut ok = Vec::with_capacity(chunk.len());
+        let mut failure = None;
+        for m in chunk {
+            match m {
+                Ok(m) => ok.push(m),
+                Err(e) => failure = Some(RecorderError::Nats(e.to_string())),
+            }
+        }
+        record(state, ok).await;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+    }
+}
+
+/// Writes one batch and acknowledges what was written.
+async fn record(state: &AppState, messages: Vec<Message>) {
+    if messages.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    let mut unclaimed = Vec::new();
+    let mut by_shard: HashMap<String, (db::OrgDb, Vec<(Message, DeliveryRecord)>)> = HashMap::new();
+    for msg in messages {
+        let rec: DeliveryRecord = match serde_json::from_slice(&msg.payload) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, subject = %msg.subject, "undecodable delivery record; dropped");
+                ack(&msg, AckKind::Term).await;
+                continue;
+            }
+        };
+        match rec.org_id {
+            None => unclaimed.push((msg, rec)),
+            Some(org) => match db::OrgDb::for_org(&state.shards, org) {
+                Ok(db) => by_shard
+                    .entry(db.shard().to_owned())
+                    .or_insert_with(|| (db, Vec::new()))
+                    .1
+                    .push((msg, rec)),
+                Err(_) => {
+                    // The map may be behind the catalog: re-read it and try again later.
+                    tracing::warn!(org_id = %org, "no shard holds this org; retrying the delivery later");
+                    if let Err(e) = state.shards.reload().await {
+                        tracing::warn!(error = %e, "cannot reload the shard map");
+                    }
+                    ack(&msg, AckKind::Nak(Some(Duration::from_secs(5)))).await;
+                }
+            },
+        }
+    }
+
+    if !unclaimed.is_empty() {
+        let recs: Vec<&DeliveryRecord> = unclaimed.iter().map(|(_, r)| r).collect();
+        let res = db::unclaimed::insert_many(&state.catalog, &recs).await;
+        settle(state, "unclaimed", res.map(|_| ()), &unclaimed).await;
+    }
+    for (_, (shard, items)) in by_shard {
+        let res = write_shard(&shard, &items).await;
+        settle(state, "delivery", res, &items).await;
+    }
+    state
+        .metrics
+        .recorder_batch
+        .observe(started.elapsed().as_secs_f64());
+}
+
+async fn write_shard(
+    shard: &db::OrgDb,
+    items: &[(Message, DeliveryRecord)],
+) -> Result<(), sqlx::Error> {
+    let recs: Vec<&DeliveryRecord> = items.iter().map(|(_, r)| r).collect();
+    let mut tx = shard.pool().begin().await?;
+    db::deliveries::insert_many(&mut tx, &recs).await?;
+    for rec in &recs {
+        for job in &rec.jobs {
+            jobstore::insert_if_absent(&mut tx, job, JobStatus::Queued, None).await?;
+        }
+    }
+    tx.commit().await
+}
+
+async fn settle(
+    state: &AppState,
+    kind: &str,
+    res: Result<(), sqlx::Error>,
+    items: &[(Message, DeliveryRecord)],
+) {
+    match res {
+        Ok(()) => {
+            state
+                .metrics
+                .recorded
+                .with_label_values(&[kind])
+                .inc_by(items.len() as u64);
+            for (m, _) in items {
+                ack(m, AckKind::Ack).await;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %Chain(&e), count = items.len(), "cannot record deliveries; will retry");
+            for (m, _) in items {
+                ack(m, AckKind::Nak(Some(Duration::from_secs(2)))).await;
+            }
+        }
+    }
+}
+
+async fn ack(msg: &Message, kind: AckKind) {
+    if let Err(e) = msg.ack_with(kind).await {
+        // The message will be redelivered after the ack wait; recording is idempotent.
+        tracing::warn!(error = %e, "cannot acknowledge a delivery record");
+    }
+}

@@ -1,0 +1,102 @@
+//! `loadtest`: open-loop load against Switchyard (and its ceilings and peers) on this machine.
+
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line tool prints its reports on stdout and its notices on stderr"
+)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use loadtest::cli::{self, OutputArgs, RunCmd, SearchCmd};
+use loadtest::jetstream::{self, JetstreamArgs};
+
+#[derive(Parser)]
+#[command(
+    name = "loadtest",
+    version,
+    about = "Open-loop load generator for Switchyard (loopback targets only)"
+)]
+struct Cli {
+    /// Threads of the generator's runtime (the machine's other cores are left to the target).
+    #[arg(long, global = true, default_value_t = 1)]
+    threads: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one schedule (constant, ramp, trace or bursts) and report latencies and errors.
+    Run(Box<RunCmd>),
+    /// Find the highest constant rate whose p99 stays under a bound.
+    Search(Box<SearchCmd>),
+    /// Measure the raw JetStream acknowledged-publish rate (pipelined and one at a time).
+    Jetstream {
+        #[command(flatten)]
+        args: JetstreamArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Serve the no-op handler (202 to any POST) the way Switchyard serves, for its ceiling.
+    NoopServer {
+        /// Address to listen on (loopback only).
+        #[arg(long, default_value = "127.0.0.1:18613")]
+        listen: SocketAddr,
+        /// Stop after this long even if not told to.
+        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+        lifetime: Duration,
+    },
+    /// Delete the JetStream streams whose names start with a prefix (a benchmark's namespace).
+    DeleteStreams {
+        #[arg(long, env = "NATS_URL")]
+        nats: String,
+        #[arg(long)]
+        prefix: String,
+    },
+    /// Write docs/benchmarks.md from the results of a `make bench` run.
+    Report {
+        /// The directory `loadtest/bench.sh` wrote its results to.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The Markdown file to write.
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.threads.clamp(1, 64))
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Run(cmd) => print!("{}", cli::run(&cmd).await?),
+            Command::Search(cmd) => print!("{}", cli::search(&cmd).await?),
+            Command::Jetstream { args, output } => {
+                let report = jetstream::measure(&args).await?;
+                print!("{}", output.render(&report, || report.human())?);
+            }
+            Command::NoopServer { listen, lifetime } => {
+                let shutdown = protocol::service::shutdown::on_signal();
+                eprintln!("no-op server on http://{listen} (202 to any POST)");
+                loadtest::noop::serve(listen, lifetime, shutdown).await?;
+            }
+            Command::DeleteStreams { nats, prefix } => {
+                for name in jetstream::delete_streams(&nats, &prefix).await? {
+                    println!("deleted stream {name}");
+                }
+            }
+            Command::Report { dir, out } => {
+                std::fs::write(&out, loadtest::bench::render(&dir)?)?;
+                eprintln!("wrote {}", out.display());
+            }
+        }
+        anyhow::Ok(())
+    })
+}

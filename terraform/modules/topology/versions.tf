@@ -1,0 +1,4 @@
+terraform {
+  # Pure computation: no provider, so `terraform test` runs offline.
+  required_version = ">= 1.9.0"
+}

@@ -128,6 +128,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let tasks = TaskTracker::new();
     tasks.spawn(queue::recorder::run(state.clone(), shutdown.clone()));
+    tasks.spawn(queue::ingester::run(state.clone(), shutdown.clone()));
     tasks.spawn(listen_for_invalidations(state.clone(), shutdown.clone()));
     tasks.spawn(refresh_shard_map(state.clone(), shutdown.clone()));
     tasks.spawn(tenancy::audit::run(

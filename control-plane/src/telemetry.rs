@@ -2,7 +2,7 @@
 //! templates, never raw paths or org ids.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
 };
 
 #[derive(Clone, Debug)]
@@ -16,6 +16,8 @@ pub struct Metrics {
     pub recorded: IntCounterVec,
     pub recorder_batch: Histogram,
     pub redeliveries: IntCounterVec,
+    pub usage_events: IntCounterVec,
+    pub ingest_lag: Gauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -71,8 +73,21 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let usage_events = IntCounterVec::new(
+            Opts::new(
+                "billing_usage_events_total",
+                "Usage events stored (each once), by metric",
+            ),
+            &["metric"],
+        )?;
+        let ingest_lag = Gauge::new(
+            "billing_ingest_lag_seconds",
+            "Age of the oldest usage event in the last batch the ingester stored",
+        )?;
         for c in [
             Box::new(redeliveries.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(usage_events.clone()),
+            Box::new(ingest_lag.clone()),
             Box::new(http_requests.clone()),
             Box::new(http_duration.clone()),
             Box::new(deliveries.clone()),
@@ -97,6 +112,8 @@ impl Metrics {
             recorded,
             recorder_batch,
             redeliveries,
+            usage_events,
+            ingest_lag,
         })
     }
 }

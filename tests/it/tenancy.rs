@@ -775,6 +775,21 @@ fn endpoints() -> Vec<Endpoint> {
             ok: 200,
         },
         Endpoint {
+            name: "GET usage",
+            allowed: &["owner", "admin", "billing"],
+            ok: 200,
+        },
+        Endpoint {
+            name: "GET rules",
+            allowed: ALL,
+            ok: 200,
+        },
+        Endpoint {
+            name: "PUT rules",
+            allowed: &["owner", "admin", "developer"],
+            ok: 200,
+        },
+        Endpoint {
             name: "DELETE org",
             allowed: &["owner"],
             ok: 200,
@@ -858,6 +873,15 @@ async fn call_endpoint(app: &TestApp, name: &str, org: i64, job: &str, cred: Opt
         ),
         "GET jobs" => (Method::GET, format!("{base}/jobs"), None),
         "GET job" => (Method::GET, format!("{base}/jobs/{job}"), None),
+        "GET usage" => (Method::GET, format!("{base}/usage"), None),
+        "GET rules" => (Method::GET, format!("{base}/rules"), None),
+        "PUT rules" => (
+            Method::PUT,
+            format!("{base}/rules"),
+            Some(
+                json!([{"id": "bot", "event": "issues", "action": "labeled", "label": "bot", "kind": "agent"}]),
+            ),
+        ),
         "DELETE org" => (Method::DELETE, base.clone(), None),
         other => panic!("unknown endpoint {other}"),
     };

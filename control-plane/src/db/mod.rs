@@ -21,6 +21,7 @@ pub mod rules;
 pub mod shards;
 pub mod tenants;
 pub mod unclaimed;
+pub mod usage;
 pub mod users;
 
 use protocol::OrgId;

@@ -17,6 +17,7 @@ use protocol::JobStatus;
 use protocol::delivery::DeliveryRecord;
 use protocol::service::jobstore;
 use protocol::subjects::RECORDER_CONSUMER;
+use protocol::usage::{Metric, UsageEvent};
 use tokio_util::sync::CancellationToken;
 
 use crate::db;
@@ -166,6 +167,22 @@ async fn write_shard(
     let recs: Vec<&DeliveryRecord> = items.iter().map(|(_, r)| r).collect();
     let mut tx = shard.pool().begin().await?;
     db::deliveries::insert_many(&mut tx, &recs).await?;
+    // Each delivery accepted for an org is metered once, with the delivery.
+    let usage: Vec<UsageEvent> = recs
+        .iter()
+        .filter_map(|r| {
+            Some(UsageEvent {
+                event_id: format!("delivery:{}", r.delivery_id.as_ref()),
+                org_id: r.org_id?,
+                metric: Metric::WebhookDeliveries,
+                quantity: 1,
+                repo: r.repo.clone(),
+                job_id: None,
+                at: r.received_at,
+            })
+        })
+        .collect();
+    db::usage::record(&mut tx, &usage.iter().collect::<Vec<_>>()).await?;
     for rec in &recs {
         for job in &rec.jobs {
             jobstore::insert_if_absent(&mut tx, job, JobStatus::Queued, None).await?;

@@ -14,6 +14,7 @@ pub mod members;
 pub mod ops;
 pub mod orgs;
 pub mod rules;
+pub mod usage;
 pub mod webhooks;
 
 use protocol::OrgId;

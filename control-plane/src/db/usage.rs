@@ -1,0 +1,200 @@
+//! `usage_event` and `usage_daily`: metered usage, in the org's shard.
+//!
+//! Events are written once (their id is the primary key with the org) and, in the same
+//! transaction, the daily rollup of every (org, UTC day) that received a new event is
+//! recomputed from the events — so `usage_daily` always equals the sum of its events, and
+//! recomputing it again changes nothing. A transaction-scoped advisory lock per org orders
+//! concurrent writers, so a recomputation never misses another writer's committed events.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use protocol::usage::UsageEvent;
+use sqlx::PgConnection;
+
+use super::OrgDb;
+
+/// Stores `events` (ids already stored are skipped) and brings the rollup of the days they
+/// touched up to date. Returns the events that were new.
+pub async fn record(
+    conn: &mut PgConnection,
+    events: &[&UsageEvent],
+) -> Result<Vec<usize>, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let orgs: Vec<i64> = events.iter().map(|e| e.org_id.0).collect();
+    let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    let metrics: Vec<&str> = events.iter().map(|e| e.metric.as_str()).collect();
+    let quantities: Vec<i64> = events.iter().map(|e| e.quantity.max(0)).collect();
+    let repos: Vec<Option<&str>> = events.iter().map(|e| e.repo.as_deref()).collect();
+    let jobs: Vec<Option<&str>> = events.iter().map(|e| e.job_id.as_deref()).collect();
+    let at: Vec<DateTime<Utc>> = events.iter().map(|e| e.at).collect();
+    let new = sqlx::query!(
+        r#"insert into usage_event (org_id, event_id, metric, quantity, repo, job_id, at)
+           select * from unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[],
+                                $6::text[], $7::timestamptz[])
+           on conflict (org_id, event_id) do nothing
+           returning org_id, event_id"#,
+        &orgs,
+        &ids as &[&str],
+        &metrics as &[&str],
+        &quantities,
+        &repos as &[Option<&str>],
+        &jobs as &[Option<&str>],
+        &at,
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    let inserted: BTreeSet<(i64, &str)> = new
+        .iter()
+        .map(|r| (r.org_id, r.event_id.as_str()))
+        .collect();
+    let fresh: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| inserted.contains(&(e.org_id.0, e.event_id.as_str())))
+        .map(|(i, _)| i)
+        .collect();
+    let touched: BTreeSet<(i64, NaiveDate)> = fresh
+        .iter()
+        .map(|i| (events[*i].org_id.0, events[*i].at.date_naive()))
+        .collect();
+    rollup(conn, &touched).await?;
+    Ok(fresh)
+}
+
+/// Recomputes the rollup of each (org, day) from its events.
+pub async fn rollup(
+    conn: &mut PgConnection,
+    days: &BTreeSet<(i64, NaiveDate)>,
+) -> Result<(), sqlx::Error> {
+    let orgs: BTreeSet<i64> = days.iter().map(|(o, _)| *o).collect();
+    // In org order, so that two writers never wait on each other in a cycle.
+    for org in &orgs {
+        sqlx::query!(
+            "select pg_advisory_xact_lock(hashtextextended('usage:' || $1::bigint::text, 0))",
+            org
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    let (o, d): (Vec<i64>, Vec<NaiveDate>) = days.iter().copied().unzip();
+    sqlx::query!(
+        r#"with t as (select * from unnest($1::bigint[], $2::date[]) as t(org_id, day)),
+           sums as (
+               select e.org_id, t.day, e.metric, coalesce(e.repo, '') as repo, sum(e.quantity)::bigint as quantity
+               from t join usage_event e on e.org_id = t.org_id
+                    and e.at >= t.day::timestamp at time zone 'UTC'
+                    and e.at < (t.day + 1)::timestamp at time zone 'UTC'
+               group by e.org_id, t.day, e.metric, coalesce(e.repo, '')
+           ),
+           gone as (
+               delete from usage_daily d using t
+               where d.org_id = t.org_id and d.day = t.day
+                 and not exists (select 1 from sums s where s.org_id = d.org_id and s.day = d.day
+                                 and s.metric = d.metric and s.repo = d.repo)
+           )
+           insert into usage_daily (org_id, day, metric, repo, quantity)
+           select org_id, day, metric, repo, quantity from sums
+           on conflict (org_id, day, metric, repo) do update set quantity = excluded.quantity"#,
+        &o,
+        &d,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Recomputes the org's rollup for every day in `[from, to)` (an operator's repair; a no-op
+/// when the rollup is right, which it always should be).
+pub async fn rebuild(db: &OrgDb, from: NaiveDate, to: NaiveDate) -> Result<(), sqlx::Error> {
+    let days: BTreeSet<(i64, NaiveDate)> = from
+        .iter_days()
+        .take_while(|d| *d < to)
+        .map(|d| (db.org().0, d))
+        .collect();
+    let mut tx = db.pool().begin().await?;
+    rollup(&mut tx, &days).await?;
+    tx.commit().await
+}
+
+/// One row of a usage report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    pub period_start: DateTime<Utc>,
+    pub metric: String,
+    pub repo: Option<String>,
+    pub quantity: i64,
+}
+
+/// The org's usage in `[from, to)` per UTC day (from the rollup), by metric, or by metric and
+/// repository.
+pub async fn daily(
+    db: &OrgDb,
+    from: NaiveDate,
+    to: NaiveDate,
+    by_repo: bool,
+) -> Result<Vec<UsageRow>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"select day as "day!", metric as "metric!",
+                  case when $4 then repo else null end as repo,
+                  sum(quantity)::bigint as "quantity!"
+           from usage_daily
+           where org_id = $1 and day >= $2 and day < $3
+           group by day, metric, case when $4 then repo else null end
+           order by day, metric, repo nulls first"#,
+        db.org().0,
+        from,
+        to,
+        by_repo,
+    )
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| UsageRow {
+            period_start: r.day.and_time(chrono::NaiveTime::MIN).and_utc(),
+            metric: r.metric,
+            repo: r.repo.filter(|s| !s.is_empty()),
+            quantity: r.quantity,
+        })
+        .collect())
+}
+
+/// The org's usage in `[from, to)` per hour (from the events), by metric, or by metric and
+/// repository.
+pub async fn hourly(
+    db: &OrgDb,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    by_repo: bool,
+) -> Result<Vec<UsageRow>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"select date_trunc('hour', at, 'UTC') as "hour!", metric as "metric!",
+                  case when $4 then coalesce(repo, '') else null end as repo,
+                  sum(quantity)::bigint as "quantity!"
+           from usage_event
+           where org_id = $1 and at >= $2 and at < $3
+           group by 1, 2, 3
+           order by 1, 2, 3 nulls first"#,
+        db.org().0,
+        from,
+        to,
+        by_repo,
+    )
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| UsageRow {
+            period_start: r.hour,
+            metric: r.metric,
+            repo: r.repo.filter(|s| !s.is_empty()),
+            quantity: r.quantity,
+        })
+        .collect())
+}

@@ -1,0 +1,179 @@
+//! The ingester: consumes the region's USAGE stream (job seconds and LLM tokens from the
+//! workers) and writes each event once into its org's shard, in batches, updating the daily
+//! rollup in the same transaction (see [`crate::db::usage`]). An event delivered again (a
+//! worker that reported twice, a redelivery after a crash) is stored once: its id is unique.
+//!
+//! Webhook deliveries are metered by the recorder, in the transaction that records them.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::{AckKind, Message};
+use futures::StreamExt;
+use protocol::subjects::INGESTER_CONSUMER;
+use protocol::usage::UsageEvent;
+use tokio_util::sync::CancellationToken;
+
+use crate::db;
+use crate::error::Chain;
+use crate::state::AppState;
+
+/// Events written per transaction at most.
+const BATCH: usize = 500;
+
+#[derive(Debug, thiserror::Error)]
+enum IngestError {
+    #[error("JetStream: {0}")]
+    Nats(String),
+    #[error("the message stream ended")]
+    Ended,
+}
+
+/// Runs until `shutdown`; reconnects with backoff when the stream fails.
+pub async fn run(state: AppState, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        match consume(&state, &shutdown).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "usage ingester interrupted");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    tracing::info!("usage ingester stopped");
+}
+
+async fn consumer(state: &AppState) -> Result<PullConsumer, IngestError> {
+    let stream = state
+        .nats
+        .js
+        .get_stream(state.nats.names.usage_stream(&state.region))
+        .await
+        .map_err(|e| IngestError::Nats(e.to_string()))?;
+    stream
+        .get_or_create_consumer(
+            INGESTER_CONSUMER,
+            pull::Config {
+                durable_name: Some(INGESTER_CONSUMER.to_owned()),
+                description: Some("Writes usage events to the shards".into()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_deliver: -1,
+                max_ack_pending: 20_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| IngestError::Nats(e.to_string()))
+}
+
+async fn consume(state: &AppState, shutdown: &CancellationToken) -> Result<(), IngestError> {
+    let consumer = consumer(state).await?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(BATCH)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(|e| IngestError::Nats(e.to_string()))?
+        .ready_chunks(BATCH);
+    loop {
+        let chunk = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            chunk = messages.next() => chunk.ok_or(IngestError::Ended)?,
+        };
+        let mut ok = Vec::with_capacity(chunk.len());
+        let mut failure = None;
+        for m in chunk {
+            match m {
+                Ok(m) => ok.push(m),
+                Err(e) => failure = Some(IngestError::Nats(e.to_string())),
+            }
+        }
+        ingest(state, ok).await;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+    }
+}
+
+/// Writes one batch, shard by shard, and acknowledges what was written.
+async fn ingest(state: &AppState, messages: Vec<Message>) {
+    if messages.is_empty() {
+        return;
+    }
+    let mut by_shard: HashMap<String, (db::OrgDb, Vec<(Message, UsageEvent)>)> = HashMap::new();
+    for msg in messages {
+        let event: UsageEvent = match serde_json::from_slice(&msg.payload) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, subject = %msg.subject, "undecodable usage event; dropped");
+                ack(&msg, AckKind::Term).await;
+                continue;
+            }
+        };
+        match db::OrgDb::for_org(&state.shards, event.org_id) {
+            Ok(shard) => by_shard
+                .entry(shard.shard().to_owned())
+                .or_insert_with(|| (shard, Vec::new()))
+                .1
+                .push((msg, event)),
+            Err(_) => {
+                tracing::warn!(org_id = %event.org_id, "no shard holds this org; retrying the usage event later");
+                if let Err(e) = state.shards.reload().await {
+                    tracing::warn!(error = %e, "cannot reload the shard map");
+                }
+                ack(&msg, AckKind::Nak(Some(Duration::from_secs(5)))).await;
+            }
+        }
+    }
+    for (_, (shard, items)) in by_shard {
+        let events: Vec<&UsageEvent> = items.iter().map(|(_, e)| e).collect();
+        let written = async {
+            let mut tx = shard.pool().begin().await?;
+            let fresh = db::usage::record(&mut tx, &events).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(fresh)
+        }
+        .await;
+        match written {
+            Ok(fresh) => {
+                for i in &fresh {
+                    state
+                        .metrics
+                        .usage_events
+                        .with_label_values(&[events[*i].metric.as_str()])
+                        .inc();
+                }
+                let oldest = events.iter().map(|e| e.at).min();
+                if let Some(at) = oldest {
+                    let lag = (chrono::Utc::now() - at).num_milliseconds().max(0);
+                    #[allow(clippy::cast_precision_loss, reason = "a lag in seconds")]
+                    state.metrics.ingest_lag.set(lag as f64 / 1000.0);
+                }
+                for (m, _) in &items {
+                    ack(m, AckKind::Ack).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %Chain(&e), count = items.len(), shard = shard.shard(), "cannot write usage events; will retry");
+                for (m, _) in &items {
+                    ack(m, AckKind::Nak(Some(Duration::from_secs(2)))).await;
+                }
+            }
+        }
+    }
+}
+
+async fn ack(msg: &Message, kind: AckKind) {
+    if let Err(e) = msg.ack_with(kind).await {
+        tracing::warn!(error = %e, "cannot acknowledge a usage event");
+    }
+}

@@ -1,0 +1,289 @@
+//! Usage metering: deliveries metered by the recorder, job seconds and LLM tokens ingested from
+//! the USAGE stream, each event once; the daily rollup equal to its events; the usage report.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use protocol::subjects::Names;
+use protocol::usage::{Metric, UsageEvent, billable_seconds};
+use protocol::{OrgId, Region};
+use serde_json::{Value, json};
+use switchyard_tests::env::TestEnv;
+
+use crate::helpers::*;
+
+/// The org's report as `(metric, repo) → quantity`, summed over its periods.
+async fn report(
+    app: &TestApp,
+    org: i64,
+    key: &str,
+    query: &str,
+) -> BTreeMap<(String, String), i64> {
+    let r = app
+        .get(US, &format!("/v1/orgs/{org}/usage{query}"), key)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut out = BTreeMap::new();
+    for item in r.body["items"].as_array().unwrap() {
+        let k = (
+            item["metric"].as_str().unwrap().to_owned(),
+            item["repo"].as_str().unwrap_or("").to_owned(),
+        );
+        *out.entry(k).or_default() += item["quantity"].as_i64().unwrap();
+    }
+    out
+}
+
+fn quantity(r: &BTreeMap<(String, String), i64>, metric: &str) -> i64 {
+    r.iter()
+        .filter(|((m, _), _)| m == metric)
+        .map(|(_, q)| *q)
+        .sum()
+}
+
+/// Publishes a usage event as a worker would (with its own message id, so JetStream's
+/// duplicate window does not hide a repeat: the ingester must).
+async fn publish(app: &TestApp, event: &UsageEvent) {
+    let client = async_nats::connect(&TestEnv::get().nats_us_url)
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    let names = Names::new(&app.namespace).unwrap();
+    let subject = names.usage_subject(&Region::new(US).unwrap(), event.org_id);
+    js.publish(subject, serde_json::to_vec(event).unwrap().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+async fn api_key(app: &TestApp, org: i64, owner: &str, role: &str) -> String {
+    let r = app
+        .post(
+            US,
+            &format!("/v1/orgs/{org}/api-keys"),
+            owner,
+            json!({"name": role, "role": role}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.body["key"]
+        .as_str()
+        .or_else(|| r.body["api_key"].as_str())
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_metered_once_rolled_up_and_reported_as_json_and_csv() {
+    let app = TestApp::spawn().await;
+    let created = app.create_org(US).await;
+    let org = created["id"].as_i64().unwrap();
+    let owner = created["api_key"].as_str().unwrap().to_owned();
+    let inst = new_installation();
+    app.bind_installation(US, org, inst).await;
+
+    // Two deliveries that make jobs, one that matches no rule: three metered deliveries.
+    let mut jobs = Vec::new();
+    for label in ["bot", "bot", "not-a-trigger"] {
+        let r = app
+            .send_webhook(US, "issues", &new_delivery(), &labeled_issue(inst, label))
+            .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+        jobs.extend(
+            r.body["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j.as_str().unwrap().to_owned()),
+        );
+    }
+    assert_eq!(jobs.len(), 2);
+    let shard = &app.regions[US].shard;
+    let times: Vec<(DateTime<Utc>, DateTime<Utc>)> =
+        wait_for("both jobs to finish", Duration::from_secs(30), || async {
+            let rows: Vec<(Option<DateTime<Utc>>, Option<DateTime<Utc>>, String)> =
+                sqlx::query_as("select started_at, finished_at, status from job where org_id = $1")
+                    .bind(org)
+                    .fetch_all(shard)
+                    .await
+                    .unwrap();
+            (rows.len() == 2 && rows.iter().all(|r| r.2 == "succeeded")).then(|| {
+                rows.into_iter()
+                    .map(|r| (r.0.unwrap(), r.1.unwrap()))
+                    .collect()
+            })
+        })
+        .await;
+    let want_seconds: i64 = times.iter().map(|(s, f)| billable_seconds(*s, *f)).sum();
+    let usage = wait_for(
+        "the usage to be ingested",
+        Duration::from_secs(30),
+        || async {
+            let r = report(&app, org, &owner, "").await;
+            (quantity(&r, "webhook_deliveries") == 3 && quantity(&r, "job_seconds") == want_seconds)
+                .then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(quantity(&usage, "llm_tokens"), 0, "{usage:?}");
+
+    // An event sent twice counts once; a new one counts.
+    let tokens = UsageEvent {
+        event_id: format!("llm-tokens:{}:1", jobs[0]),
+        org_id: OrgId(org),
+        metric: Metric::LlmTokens,
+        quantity: 1234,
+        repo: Some("Codertocat/Hello-World".into()),
+        job_id: Some(jobs[0].clone()),
+        at: Utc::now(),
+    };
+    publish(&app, &tokens).await;
+    publish(&app, &tokens).await;
+    let again = UsageEvent {
+        event_id: format!("llm-tokens:{}:1", jobs[1]),
+        quantity: 66,
+        job_id: Some(jobs[1].clone()),
+        ..tokens.clone()
+    };
+    publish(&app, &again).await;
+    let by_repo = wait_for(
+        "the tokens to be ingested",
+        Duration::from_secs(30),
+        || async {
+            let r = report(&app, org, &owner, "?group_by=repo").await;
+            (quantity(&r, "llm_tokens") >= 1300).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(
+        by_repo.get(&("llm_tokens".to_owned(), "Codertocat/Hello-World".to_owned())),
+        Some(&1300),
+        "{by_repo:?}"
+    );
+    // Hourly, from the events, agrees with daily, from the rollup.
+    let today = Utc::now().date_naive();
+    let hourly = report(
+        &app,
+        org,
+        &owner,
+        &format!("?granularity=hour&from={today}"),
+    )
+    .await;
+    let daily = report(&app, org, &owner, &format!("?from={today}")).await;
+    assert_eq!(hourly, daily);
+
+    // The rollup is the sum of its events, and rebuilding it changes nothing.
+    let rollup = || async {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "select metric, repo, quantity from usage_daily where org_id = $1 order by 1, 2",
+        )
+        .bind(org)
+        .fetch_all(shard)
+        .await
+        .unwrap();
+        rows
+    };
+    let before = rollup().await;
+    let from_events: Vec<(String, String, i64)> = sqlx::query_as(
+        "select metric, coalesce(repo, ''), sum(quantity)::bigint from usage_event
+         where org_id = $1 group by 1, 2 order by 1, 2",
+    )
+    .bind(org)
+    .fetch_all(shard)
+    .await
+    .unwrap();
+    assert_eq!(before, from_events);
+    let db = control_plane::db::OrgDb::for_org(&app.regions[US].state.shards, OrgId(org)).unwrap();
+    control_plane::db::usage::rebuild(&db, today.pred_opt().unwrap(), today.succ_opt().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(rollup().await, before);
+
+    // CSV.
+    let r = app
+        .http
+        .get(app.url(US, &format!("/v1/orgs/{org}/usage?group_by=repo")))
+        .bearer_auth(&owner)
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let text = r.text().await.unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("period_start,metric,repo,quantity"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert!(
+        rows.iter()
+            .any(|r| r[1] == "llm_tokens" && r[2] == "Codertocat/Hello-World" && r[3] == "1300"),
+        "{text}"
+    );
+    assert!(
+        rows.iter().all(|r| r.len() == 4 && r[0].ends_with('Z')),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_usage_report_is_for_owners_admins_and_billing_of_the_org_only() {
+    let app = TestApp::spawn_with(Options {
+        workers: false,
+        ..Options::default()
+    })
+    .await;
+    let created = app.create_org(US).await;
+    let org = created["id"].as_i64().unwrap();
+    let owner = created["api_key"].as_str().unwrap().to_owned();
+    for (role, status) in [
+        ("admin", 200),
+        ("billing", 200),
+        ("developer", 403),
+        ("viewer", 403),
+    ] {
+        let key = api_key(&app, org, &owner, role).await;
+        let r = app.get(US, &format!("/v1/orgs/{org}/usage"), &key).await;
+        assert_eq!(r.status, status, "{role}: {}", r.body);
+    }
+    // Another org's owner sees nothing of it.
+    let other = app.create_org(US).await;
+    let other_key = other["api_key"].as_str().unwrap();
+    app.get(US, &format!("/v1/orgs/{org}/usage"), other_key)
+        .await
+        .assert_problem(404);
+    // Bad parameters are 422 problems.
+    for q in [
+        "?granularity=week",
+        "?group_by=user",
+        "?from=2026-02-01&to=2026-01-01",
+        "?from=yesterday",
+        "?granularity=hour&from=2026-01-01&to=2026-03-01",
+        "?from=2024-01-01&to=2026-01-01",
+    ] {
+        app.get(US, &format!("/v1/orgs/{org}/usage{q}"), &owner)
+            .await
+            .assert_problem(422);
+    }
+    let r = app
+        .get(US, &format!("/v1/orgs/{org}/usage?unknown=1"), &owner)
+        .await;
+    assert!(r.status == 400 || r.status == 422, "{}", r.body);
+    // Empty but well formed.
+    let r = app
+        .get(
+            US,
+            &format!("/v1/orgs/{org}/usage?granularity=hour"),
+            &owner,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["items"], Value::Array(Vec::new()));
+    assert_eq!(r.body["granularity"], "hour");
+}

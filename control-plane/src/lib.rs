@@ -18,6 +18,7 @@
 
 pub mod auth;
 pub mod authz;
+pub mod billing;
 pub mod cache;
 pub mod config;
 pub mod db;
@@ -103,8 +104,10 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         &config.redis.key_prefix,
         &metrics.registry,
     )?);
+    let limiter = billing::limits::Limiter::new(redis.clone(), &config.redis.key_prefix);
     Ok(AppState::new(state::Inner {
         region: config.region.name.clone(),
+        limiter,
         config,
         catalog,
         shards: std::sync::Arc::new(shards),

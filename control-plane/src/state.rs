@@ -31,6 +31,7 @@ pub struct Inner {
     pub authz: Authz,
     pub jwt: JwtKeys,
     pub github: Arc<Github>,
+    pub limiter: crate::billing::limits::Limiter,
 }
 
 impl AppState {

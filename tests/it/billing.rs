@@ -287,3 +287,129 @@ async fn the_usage_report_is_for_owners_admins_and_billing_of_the_org_only() {
     assert_eq!(r.body["items"], Value::Array(Vec::new()));
     assert_eq!(r.body["granularity"], "hour");
 }
+
+/// Deliveries of the org recorded with `outcome`.
+async fn deliveries_with(app: &TestApp, org: i64, outcome: &str) -> i64 {
+    sqlx::query_scalar("select count(*) from delivery where org_id = $1 and outcome = $2")
+        .bind(org)
+        .bind(outcome)
+        .fetch_one(&app.regions[US].shard)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_over_the_orgs_rate_are_accepted_and_recorded_but_make_no_jobs() {
+    let app = TestApp::spawn_with(Options {
+        workers: false,
+        ..Options::default()
+    })
+    .await;
+    // The plan `limited`: 3 at once, then 10 a minute.
+    let created = app.create_org_on(US, "limited").await;
+    let org = created["id"].as_i64().unwrap();
+    let owner = created["api_key"].as_str().unwrap().to_owned();
+    let inst = new_installation();
+    app.bind_installation(US, org, inst).await;
+    let payload = labeled_issue(inst, "bot");
+    let mut jobs = Vec::new();
+    for _ in 0..6 {
+        let r = app
+            .send_webhook(US, "issues", &new_delivery(), &payload)
+            .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+        jobs.push(r.body["jobs"].as_array().unwrap().len());
+    }
+    assert_eq!(jobs, vec![1, 1, 1, 0, 0, 0], "the burst, then nothing");
+    // Another org is not affected.
+    let other = app.create_org_on(US, "limited").await["id"]
+        .as_i64()
+        .unwrap();
+    let other_inst = new_installation();
+    app.bind_installation(US, other, other_inst).await;
+    let r = app
+        .send_webhook(
+            US,
+            "issues",
+            &new_delivery(),
+            &labeled_issue(other_inst, "bot"),
+        )
+        .await;
+    assert_eq!(r.body["jobs"].as_array().unwrap().len(), 1, "{}", r.body);
+    // The refused ones are visible: recorded, counted, metered.
+    wait_for(
+        "the deliveries to be recorded",
+        Duration::from_secs(20),
+        || async {
+            (deliveries_with(&app, org, "rate_limited").await == 3
+                && deliveries_with(&app, org, "queued").await == 3)
+                .then_some(())
+        },
+    )
+    .await;
+    let metrics = app
+        .call(reqwest::Method::GET, US, "/metrics", None, None)
+        .await;
+    assert!(
+        metrics
+            .body
+            .as_str()
+            .unwrap()
+            .contains("switchyard_intake_deliveries_total{outcome=\"rate_limited\"} 3"),
+        "{}",
+        metrics.body
+    );
+    let usage = wait_for(
+        "the deliveries to be metered",
+        Duration::from_secs(20),
+        || async {
+            let r = report(&app, org, &owner, "").await;
+            (quantity(&r, "webhook_deliveries") == 6).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(quantity(&usage, "webhook_deliveries"), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_the_rate_limit_is_not_applied_and_jobs_still_run() {
+    // Nothing listens on port 1: every Redis call fails at once.
+    let app = TestApp::spawn_with(Options {
+        redis_url: Some("redis://127.0.0.1:1".into()),
+        ..Options::default()
+    })
+    .await;
+    let org = app.create_org_on(US, "limited").await["id"]
+        .as_i64()
+        .unwrap();
+    let inst = new_installation();
+    app.bind_installation(US, org, inst).await;
+    let payload = labeled_issue(inst, "bot");
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let r = app
+            .send_webhook(US, "issues", &new_delivery(), &payload)
+            .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+        let jobs = r.body["jobs"].as_array().unwrap();
+        assert_eq!(jobs.len(), 1, "intake goes on without Redis: {}", r.body);
+        ids.push(jobs[0].as_str().unwrap().to_owned());
+    }
+    // The workers run them too (the org's concurrency cap is not enforced meanwhile).
+    let shard = &app.regions[US].shard;
+    wait_for(
+        "the jobs to succeed without Redis",
+        Duration::from_secs(30),
+        || async {
+            let n: i64 = sqlx::query_scalar(
+                "select count(*) from job where org_id = $1 and status = 'succeeded'",
+            )
+            .bind(org)
+            .fetch_one(shard)
+            .await
+            .unwrap();
+            (n == 5).then_some(())
+        },
+    )
+    .await;
+}

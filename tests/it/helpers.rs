@@ -56,6 +56,8 @@ pub struct Options {
     pub max_attempts: i32,
     /// How long each job may run.
     pub job_timeout: Duration,
+    /// Redis of the control planes and workers (default: the shared test server).
+    pub redis_url: Option<String>,
 }
 
 impl Default for Options {
@@ -80,6 +82,7 @@ impl Default for Options {
             slots: 4,
             max_attempts: 3,
             job_timeout: Duration::from_secs(30),
+            redis_url: None,
         }
     }
 }
@@ -198,7 +201,8 @@ pub async fn pool(url: &str) -> PgPool {
 pub const APP_ID: u64 = 424_242;
 pub const APP_SLUG: &str = "switchyard-test";
 
-fn fixture(name: &str) -> String {
+/// A file of `tests/fixtures`.
+pub fn fixture(name: &str) -> String {
     std::fs::read_to_string(
         switchyard_tests::env::workspace_root()
             .join("tests/fixtures")
@@ -282,7 +286,11 @@ fn cp_config(
     c.nats.url = nats_url.to_owned();
     c.nats.namespace = namespace.to_owned();
     c.nats.connect_timeout = Duration::from_secs(2);
-    c.redis.url = SecretString::from(TestEnv::get().redis_url.clone());
+    c.redis.url = SecretString::from(
+        opts.redis_url
+            .clone()
+            .unwrap_or_else(|| TestEnv::get().redis_url.clone()),
+    );
     c.redis.key_prefix = format!("{namespace}:");
     c.auth.operator_tokens = vec![SecretString::from(OPERATOR_TOKEN)];
     c.github.webhook_secrets = vec![SecretString::from(WEBHOOK_SECRET)];
@@ -293,6 +301,16 @@ fn cp_config(
     c.github.install.app_slug = APP_SLUG.into();
     c.github.install.web_url = github_url.to_owned();
     c.github.recovery.every = opts.recovery_every;
+    // Tests send webhooks far faster than the plans allow: the rate limits stay out of their
+    // way, but for the plan `limited` (10 a minute, 3 at once) that tests them.
+    for plan in c.plans.values_mut() {
+        plan.webhook_rate_per_minute = plan.webhook_rate_per_minute.max(1_000_000);
+        plan.webhook_burst = plan.webhook_burst.max(100_000);
+    }
+    let mut limited = c.plans["team"].clone();
+    limited.webhook_rate_per_minute = 10;
+    limited.webhook_burst = 3;
+    c.plans.insert("limited".into(), limited);
     // A plan whose orgs may run two jobs at once, for the fairness tests.
     let mut capped = c.plans["team"].clone();
     capped.max_concurrent_jobs = 2;
@@ -325,7 +343,11 @@ fn worker_config(
     c.worker.progress_every = Duration::from_secs(2);
     c.worker.org_lease = Duration::from_secs(10);
     c.worker.cap_retry = Duration::from_millis(200);
-    c.redis.url = SecretString::from(TestEnv::get().redis_url.clone());
+    c.redis.url = SecretString::from(
+        opts.redis_url
+            .clone()
+            .unwrap_or_else(|| TestEnv::get().redis_url.clone()),
+    );
     c.redis.key_prefix = format!("{namespace}:");
     if opts.worker_github {
         c.github.app = github_app_with(github_url, opts.token_refresh_margin);

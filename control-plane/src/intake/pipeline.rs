@@ -60,6 +60,8 @@ pub async fn accept(
                 (Some(org), region, "org_inactive", Vec::new())
             } else if o.installation_status != "active" {
                 (Some(org), region, "installation_inactive", Vec::new())
+            } else if over_rate_limit(state, org, &o.plan).await {
+                (Some(org), region, "rate_limited", Vec::new())
             } else {
                 let rules = rules_of(state, org).await?;
                 let facts = payload.facts(event);
@@ -134,6 +136,25 @@ pub async fn accept(
         jobs: jobs.into_iter().map(|j| j.job_id).collect(),
         outcome,
     })
+}
+
+/// Whether this delivery exceeds the org's webhook rate (see [`crate::billing::limits`]).
+async fn over_rate_limit(state: &AppState, org: OrgId, plan: &str) -> bool {
+    use crate::billing::limits::{Decision, Limit};
+    let Some(p) = state.config.plans.get(plan) else {
+        return false;
+    };
+    let limit = Limit {
+        per_minute: p.webhook_rate_per_minute,
+        burst: p.webhook_burst,
+    };
+    match state.limiter.webhook(org, limit).await {
+        Decision::Limited { retry_after } => {
+            tracing::info!(org_id = %org, retry_after_ms = retry_after.as_millis() as u64, "webhook over the org's rate limit; no jobs made");
+            true
+        }
+        Decision::Allowed { .. } | Decision::Unchecked => false,
+    }
 }
 
 async fn owner_of(

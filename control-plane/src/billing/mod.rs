@@ -1,0 +1,3 @@
+//! Plans, rate limits and (with the ingester in [`crate::queue::ingester`]) metering.
+
+pub mod limits;

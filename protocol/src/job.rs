@@ -218,6 +218,10 @@ pub struct JobSpec {
     /// org's plan); no limit when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<u32>,
+    /// Job seconds the org may use per calendar month (UTC) when its plan's included minutes
+    /// are a hard limit; beyond them the job is `skipped_quota`. No limit when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_seconds_quota: Option<i64>,
 }
 
 /// A message on a region's jobs stream.
@@ -328,6 +332,7 @@ mod tests {
             sender: None,
             created_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
             requeue: 0,
+            job_seconds_quota: None,
             max_concurrent: Some(4),
         };
         let msg = JobMessage::Run(spec.clone());

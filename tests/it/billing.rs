@@ -413,3 +413,93 @@ async fn with_redis_down_the_rate_limit_is_not_applied_and_jobs_still_run() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_beyond_a_hard_plans_monthly_minutes_are_skipped_visibly() {
+    let app = TestApp::spawn().await;
+    // The plan `quota`: one included job minute, as a hard limit.
+    let created = app.create_org_on(US, "quota").await;
+    let org = created["id"].as_i64().unwrap();
+    let owner = created["api_key"].as_str().unwrap().to_owned();
+    let inst = new_installation();
+    app.bind_installation(US, org, inst).await;
+    let send = || async {
+        let r = app
+            .send_webhook(US, "issues", &new_delivery(), &labeled_issue(inst, "bot"))
+            .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+        r.body["jobs"][0].as_str().unwrap().to_owned()
+    };
+    let job_status = |id: String| {
+        let app = &app;
+        async move {
+            let r = app
+                .get(US, &format!("/v1/orgs/{org}/jobs/{id}"), OPERATOR_TOKEN)
+                .await;
+            (r.status == 200).then_some(r.body)
+        }
+    };
+    // Within the minute: it runs.
+    let first = send().await;
+    wait_for(
+        "the first job to succeed",
+        Duration::from_secs(30),
+        || async {
+            job_status(first.clone())
+                .await
+                .filter(|j| j["status"] == "succeeded")
+        },
+    )
+    .await;
+    // The rest of the minute is used (a long job's seconds, as a worker reports them).
+    publish(
+        &app,
+        &UsageEvent {
+            event_id: "job-seconds:job_elsewhere:1".into(),
+            org_id: OrgId(org),
+            metric: Metric::JobSeconds,
+            quantity: 60,
+            repo: None,
+            job_id: Some("job_elsewhere".into()),
+            at: Utc::now(),
+        },
+    )
+    .await;
+    wait_for("the minute to be used", Duration::from_secs(30), || async {
+        (quantity(&report(&app, org, &owner, "").await, "job_seconds") >= 60).then_some(())
+    })
+    .await;
+    // Beyond it: skipped, with the reason, and never run.
+    let second = send().await;
+    let j = wait_for(
+        "the second job to be skipped",
+        Duration::from_secs(30),
+        || async {
+            job_status(second.clone())
+                .await
+                .filter(|j| j["status"] == "skipped_quota")
+        },
+    )
+    .await;
+    let events = j["events"].as_array().unwrap();
+    assert!(events.iter().all(|e| e["status"] != "running"), "{j}");
+    let last = events.last().unwrap();
+    assert_eq!(last["detail"]["quota_seconds"], 60, "{j}");
+    assert!(
+        last["detail"]["used_seconds"].as_i64().unwrap() >= 60,
+        "{j}"
+    );
+    let listed = app
+        .get(
+            US,
+            &format!("/v1/orgs/{org}/jobs?status=skipped_quota"),
+            &owner,
+        )
+        .await;
+    assert_eq!(
+        listed.body["items"].as_array().unwrap().len(),
+        1,
+        "{}",
+        listed.body
+    );
+}

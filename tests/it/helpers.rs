@@ -311,6 +311,11 @@ fn cp_config(
     limited.webhook_rate_per_minute = 10;
     limited.webhook_burst = 3;
     c.plans.insert("limited".into(), limited);
+    // A plan whose included job minutes (one) are a hard limit, for the quota tests.
+    let mut quota = c.plans["team"].clone();
+    quota.hard_job_minutes = true;
+    quota.included.job_minutes = 1;
+    c.plans.insert("quota".into(), quota);
     // A plan whose orgs may run two jobs at once, for the fairness tests.
     let mut capped = c.plans["team"].clone();
     capped.max_concurrent_jobs = 2;

@@ -128,6 +128,13 @@ async fn run_one(w: &Worker, msg: &Message, spec: &JobSpec, handback: &Cancellat
         return;
     };
     let release = || async { w.leases.release(spec.org_id, &spec.job_id).await };
+    if let Some(quota) = spec.job_seconds_quota
+        && over_quota(w, &shard.pool, spec, quota).await
+    {
+        release().await;
+        ack(msg, AckKind::Ack).await;
+        return;
+    }
     let (attempt, tries) = match jobstore::claim(&shard.pool, spec, &w.id, seq).await {
         Ok(Claim::Run { attempt, tries }) => (attempt, tries),
         Ok(Claim::Done { status, ran }) => {
@@ -330,6 +337,37 @@ where
         AckKind::Ack,
         None,
     )
+}
+
+/// Whether the job's org has used its plan's job minutes for the month; if so the job is
+/// marked `skipped_quota` (visible, never silently dropped). A usage read that fails lets the
+/// job run.
+async fn over_quota(w: &Worker, pool: &sqlx::PgPool, spec: &JobSpec, quota: i64) -> bool {
+    let used = match jobstore::month_job_seconds(pool, spec.org_id).await {
+        Ok(used) if used >= quota => used,
+        Ok(_) => return false,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the org's usage; running the job");
+            return false;
+        }
+    };
+    match jobstore::skip_quota(pool, spec, &w.id, used, quota).await {
+        Ok(true) => {
+            tracing::info!(
+                used_seconds = used,
+                quota_seconds = quota,
+                "job skipped: the org's job minutes are used up"
+            );
+            w.metrics.jobs.with_label_values(&["skipped_quota"]).inc();
+            true
+        }
+        // Not queued: running elsewhere or ended; the claim sorts it out.
+        Ok(false) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot mark the job skipped; running it");
+            false
+        }
+    }
 }
 
 /// Runs `work`, reporting the message in progress and renewing the org lease, so neither

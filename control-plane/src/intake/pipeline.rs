@@ -76,6 +76,12 @@ pub async fn accept(
                         .plans
                         .get(&o.plan)
                         .map(|p| p.max_concurrent_jobs),
+                    job_seconds_quota: state
+                        .config
+                        .plans
+                        .get(&o.plan)
+                        .filter(|p| p.hard_job_minutes)
+                        .map(|p| p.included.job_minutes.saturating_mul(60)),
                 };
                 let jobs = rules::jobs_for(&rules, payload, &facts, &ctx);
                 let outcome = if jobs.is_empty() { "ignored" } else { "queued" };

@@ -210,6 +210,8 @@ pub struct DeliveryContext<'a> {
     pub received_at: DateTime<Utc>,
     /// The org plan's cap on jobs running at once.
     pub max_concurrent: Option<u32>,
+    /// The org plan's monthly job seconds, when they are a hard limit.
+    pub job_seconds_quota: Option<i64>,
 }
 
 /// The jobs a delivery makes: one per matching rule, named by delivery and rule.
@@ -245,6 +247,7 @@ pub fn jobs_for(
                 created_at: ctx.received_at,
                 requeue: 0,
                 max_concurrent: ctx.max_concurrent,
+                job_seconds_quota: ctx.job_seconds_quota,
             }
         })
         .collect()
@@ -389,6 +392,7 @@ mod tests {
             installation: Some(InstallationId(1)),
             received_at: Utc::now(),
             max_concurrent: Some(8),
+            job_seconds_quota: None,
         };
         let jobs = jobs_for(&labeled, &payload, &payload.facts("issues"), &ctx);
         assert_eq!(jobs.len(), 2);

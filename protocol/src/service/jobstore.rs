@@ -344,6 +344,47 @@ pub async fn transition(
     Ok(row.prev.parse().ok())
 }
 
+/// Job seconds the org used in the current calendar month (UTC), from the usage rollup.
+pub async fn month_job_seconds(pool: &PgPool, org: OrgId) -> Result<i64, sqlx::Error> {
+    let used = sqlx::query_scalar!(
+        r#"select coalesce(sum(quantity), 0)::bigint as "used!" from usage_daily
+           where org_id = $1 and metric = 'job_seconds'
+             and day >= date_trunc('month', now() at time zone 'UTC')::date"#,
+        org.0
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(used)
+}
+
+/// Marks a queued job `skipped_quota` (its org used its plan's job minutes), creating its row
+/// when the recorder has not yet. `false` when the job was not queued.
+pub async fn skip_quota(
+    pool: &PgPool,
+    spec: &JobSpec,
+    worker: &str,
+    used_seconds: i64,
+    quota_seconds: i64,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    insert_if_absent(&mut tx, spec, JobStatus::Queued, None).await?;
+    let moved = transition(
+        &mut tx,
+        spec.org_id,
+        &spec.job_id,
+        JobStatus::SkippedQuota,
+        Some(worker),
+        Some(serde_json::json!({
+            "reason": "the plan's included job minutes are used up for this month",
+            "used_seconds": used_seconds,
+            "quota_seconds": quota_seconds,
+        })),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(moved.is_some())
+}
+
 /// Cancels every `queued` job of the org (offboarding). Returns how many.
 pub async fn cancel_queued(
     conn: &mut PgConnection,

@@ -231,6 +231,7 @@ mod tests {
             sender: None,
             created_at: Utc::now(),
             requeue: 0,
+            job_seconds_quota: None,
             max_concurrent: None,
         }
     }

@@ -13,6 +13,9 @@ use switchyard_tests::env::TestEnv;
 
 use crate::helpers::*;
 
+/// A job's start, end and status.
+type JobTimes = (Option<DateTime<Utc>>, Option<DateTime<Utc>>, String);
+
 /// The org's report as `(metric, repo) → quantity`, summed over its periods.
 async fn report(
     app: &TestApp,
@@ -103,7 +106,7 @@ async fn usage_is_metered_once_rolled_up_and_reported_as_json_and_csv() {
     let shard = &app.regions[US].shard;
     let times: Vec<(DateTime<Utc>, DateTime<Utc>)> =
         wait_for("both jobs to finish", Duration::from_secs(30), || async {
-            let rows: Vec<(Option<DateTime<Utc>>, Option<DateTime<Utc>>, String)> =
+            let rows: Vec<JobTimes> =
                 sqlx::query_as("select started_at, finished_at, status from job where org_id = $1")
                     .bind(org)
                     .fetch_all(shard)
@@ -502,4 +505,248 @@ async fn jobs_beyond_a_hard_plans_monthly_minutes_are_skipped_visibly() {
         "{}",
         listed.body
     );
+}
+
+/// Usage `quantity` of `metric` for the org at `at`, as a worker or the recorder reports it.
+fn usage_event(org: i64, id: &str, metric: Metric, quantity: i64, at: DateTime<Utc>) -> UsageEvent {
+    UsageEvent {
+        event_id: id.into(),
+        org_id: OrgId(org),
+        metric,
+        quantity,
+        repo: Some("acme/widgets".into()),
+        job_id: None,
+        at,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_period_is_invoiced_once_numbered_and_never_changes() {
+    use chrono::Datelike;
+    let app = TestApp::spawn_with(Options {
+        workers: false,
+        ..Options::default()
+    })
+    .await;
+    let created = app.create_org(US).await;
+    let org = created["id"].as_i64().unwrap();
+    let owner = created["api_key"].as_str().unwrap().to_owned();
+    // The org has existed since before last month.
+    sqlx::query("update org set created_at = now() - interval '70 days' where id = $1")
+        .bind(org)
+        .execute(&app.catalog)
+        .await
+        .unwrap();
+    let today = Utc::now().date_naive();
+    let this_month = today.with_day(1).unwrap();
+    let last_month = this_month.pred_opt().unwrap().with_day(1).unwrap();
+    let period = format!("{:04}-{:02}", last_month.year(), last_month.month());
+    let mid_last = last_month.and_hms_opt(12, 0, 0).unwrap().and_utc() + chrono::Duration::days(10);
+    // Last month: 361 job seconds (7 minutes, rounded up), 6,000,000 LLM tokens (team includes
+    // 5,000,000), 100,010 deliveries (team includes 100,000).
+    for (i, s) in [100, 200, 61].into_iter().enumerate() {
+        publish(
+            &app,
+            &usage_event(org, &format!("js-{i}"), Metric::JobSeconds, s, mid_last),
+        )
+        .await;
+    }
+    publish(
+        &app,
+        &usage_event(org, "tok", Metric::LlmTokens, 6_000_000, mid_last),
+    )
+    .await;
+    publish(
+        &app,
+        &usage_event(org, "wh", Metric::WebhookDeliveries, 100_010, mid_last),
+    )
+    .await;
+    // This month: some job seconds, on the draft only.
+    publish(
+        &app,
+        &usage_event(org, "now", Metric::JobSeconds, 30, Utc::now()),
+    )
+    .await;
+
+    let path = format!("/v1/orgs/{org}/invoices/{period}");
+    let draft = wait_for(
+        "last month's usage to be ingested",
+        Duration::from_secs(30),
+        || async {
+            let r = app.get(US, &path, &owner).await;
+            (r.status == 200
+                && r.body["lines"].as_array().is_some_and(|ls| {
+                    ls.iter()
+                        .any(|l| l["metric"] == "webhook_deliveries" && l["quantity"] == 100_010)
+                }))
+            .then_some(r.body)
+        },
+    )
+    .await;
+    assert_eq!(draft["status"], "draft");
+    assert!(draft["number"].is_null());
+    let line = |inv: &Value, metric: &str| {
+        inv["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["metric"] == metric)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(line(&draft, "job_minutes")["quantity"], 7, "{draft}");
+    assert_eq!(line(&draft, "job_minutes")["billable"], 0);
+    assert_eq!(line(&draft, "llm_tokens")["billable"], 1_000_000);
+    // 1,000,000 tokens at 2,000 micro-cents: 2,000 cents; 10 deliveries at 100,000: 1 cent.
+    assert_eq!(line(&draft, "llm_tokens")["amount"], 2_000);
+    assert_eq!(line(&draft, "webhook_deliveries")["amount"], 1);
+    assert_eq!(line(&draft, "base_fee")["amount"], 4_900);
+    assert_eq!(draft["total"], 6_901, "{draft}");
+    assert_eq!(draft["currency"], "USD");
+
+    // Closing: operators only, ended periods only.
+    app.post(
+        US,
+        "/v1/admin/billing/close-period",
+        &owner,
+        json!({"period": period}),
+    )
+    .await
+    .assert_problem(403);
+    let open = format!("{:04}-{:02}", today.year(), today.month());
+    app.post(
+        US,
+        "/v1/admin/billing/close-period",
+        OPERATOR_TOKEN,
+        json!({"period": open}),
+    )
+    .await
+    .assert_problem(409);
+    app.post(
+        US,
+        "/v1/admin/billing/close-period",
+        OPERATOR_TOKEN,
+        json!({"period": "2026-13"}),
+    )
+    .await
+    .assert_problem(422);
+    let r = app
+        .post(
+            US,
+            "/v1/admin/billing/close-period",
+            OPERATOR_TOKEN,
+            json!({"period": period}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (
+            r.body["finalized"].as_u64(),
+            r.body["already_finalized"].as_u64()
+        ),
+        (Some(1), Some(0))
+    );
+    let again = app
+        .post(
+            US,
+            "/v1/admin/billing/close-period",
+            OPERATOR_TOKEN,
+            json!({"period": period}),
+        )
+        .await;
+    assert_eq!(
+        (
+            again.body["finalized"].as_u64(),
+            again.body["already_finalized"].as_u64()
+        ),
+        (Some(0), Some(1))
+    );
+
+    let fin = app.get(US, &path, &owner).await.body;
+    assert_eq!(fin["status"], "finalized");
+    let number = format!("SY-{:04}{:02}-{org}", last_month.year(), last_month.month());
+    assert_eq!(fin["number"], number.as_str());
+    assert_eq!(fin["lines"], draft["lines"]);
+    assert_eq!(fin["total"], 6_901);
+    // Late usage of the closed month does not change it; nor can the database.
+    publish(
+        &app,
+        &usage_event(org, "late", Metric::JobSeconds, 6_000, mid_last),
+    )
+    .await;
+    wait_for(
+        "the late usage to be ingested",
+        Duration::from_secs(30),
+        || async {
+            let n: i64 = sqlx::query_scalar(
+                "select count(*) from usage_event where org_id = $1 and event_id = 'late'",
+            )
+            .bind(org)
+            .fetch_one(&app.regions[US].shard)
+            .await
+            .unwrap();
+            (n == 1).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(app.get(US, &path, &owner).await.body, fin);
+    let refused = sqlx::query("update invoice set total_minor = 0 where org_id = $1")
+        .bind(org)
+        .execute(&app.regions[US].shard)
+        .await;
+    assert!(refused.is_err(), "a finalized invoice cannot be rewritten");
+    assert!(
+        sqlx::query("delete from invoice where org_id = $1")
+            .bind(org)
+            .execute(&app.regions[US].shard)
+            .await
+            .is_err()
+    );
+
+    // The list: this month's draft, then the finalized one.
+    let list = app
+        .get(US, &format!("/v1/orgs/{org}/invoices"), &owner)
+        .await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    let items = list.body["items"].as_array().unwrap();
+    assert_eq!(items[0]["period"], open.as_str());
+    assert_eq!(items[0]["status"], "draft");
+    assert_eq!(line(&items[0], "job_minutes")["quantity"], 1);
+    assert!(items.iter().any(|i| i["number"] == number.as_str()));
+
+    // CSV.
+    let csv = app
+        .http
+        .get(app.url(US, &path))
+        .bearer_auth(&owner)
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(csv.starts_with("period,status,number,metric,"), "{csv}");
+    assert!(
+        csv.contains(&format!(
+            "{period},finalized,{number},llm_tokens,6000000,5000000,1000000,2000,2000,USD"
+        )),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(&format!("{period},finalized,{number},total,,,,,6901,USD")),
+        "{csv}"
+    );
+
+    // Who may read them: owner and billing.
+    for (role, status) in [("billing", 200), ("admin", 403), ("viewer", 403)] {
+        let key = api_key(&app, org, &owner, role).await;
+        assert_eq!(app.get(US, &path, &key).await.status, status, "{role}");
+    }
+    app.get(US, &format!("/v1/orgs/{org}/invoices/2026-1"), &owner)
+        .await
+        .assert_problem(422);
+    app.get(US, &format!("/v1/orgs/{org}/invoices/2001-01"), &owner)
+        .await
+        .assert_problem(404);
 }

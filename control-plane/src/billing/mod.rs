@@ -1,3 +1,4 @@
 //! Plans, rate limits and (with the ingester in [`crate::queue::ingester`]) metering.
 
+pub mod invoice;
 pub mod limits;

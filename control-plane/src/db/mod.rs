@@ -11,6 +11,7 @@ pub mod audit;
 pub mod deliveries;
 pub mod idempotency;
 pub mod installations;
+pub mod invoices;
 pub mod jobs;
 pub mod members;
 pub mod migrate;

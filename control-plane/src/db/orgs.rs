@@ -154,3 +154,18 @@ pub async fn mark_deleted(
     .fetch_optional(conn)
     .await
 }
+
+/// Orgs to invoice for a period ending at `before`: active or offboarded (their usage of the
+/// period is still billed), created before it; with their current plan.
+pub async fn billable(
+    catalog: &PgPool,
+    before: DateTime<Utc>,
+) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    let rows = sqlx::query!(
+        "select id, plan from org where status in ('active', 'deleted') and created_at < $1 order by id",
+        before
+    )
+    .fetch_all(catalog)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.plan)).collect())
+}

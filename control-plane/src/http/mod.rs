@@ -31,6 +31,7 @@ pub fn api(api_body_limit: usize) -> OpenApiRouter<AppState> {
         .merge(routes::rules::router())
         .merge(routes::jobs::router())
         .merge(routes::usage::router())
+        .merge(routes::invoices::router())
         .merge(routes::admin::router())
         .layer(DefaultBodyLimit::max(api_body_limit));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())

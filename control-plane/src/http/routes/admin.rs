@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 use crate::authz::{self, Action, Scope};
 use crate::db;
 use crate::error::{Problem, Result};
-use crate::http::extract::Caller;
+use crate::http::extract::{Caller, JsonBody};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -18,6 +18,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_regions))
         .routes(routes!(list_redeliveries))
         .routes(routes!(list_worker_pools))
+        .routes(routes!(close_period))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -218,4 +219,82 @@ async fn list_worker_pools(
         .collect();
     let items = futures::future::join_all(regions.iter().map(|r| read_pool(&state, r))).await;
     Ok(Json(WorkerPoolsOut { items }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClosePeriodIn {
+    /// `YYYY-MM`, a month that has ended.
+    pub period: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClosePeriodOut {
+    pub period: String,
+    /// Orgs invoiced for the period (active or offboarded, created before its end).
+    pub orgs: u64,
+    /// Invoices finalized by this call.
+    pub finalized: u64,
+    /// Invoices finalized by an earlier call, left as they were.
+    pub already_finalized: u64,
+}
+
+/// Finalizes every org's invoice of an ended period, across all shards: numbered, stored,
+/// immutable from then on. Calling it again finalizes only what is missing (operator).
+#[utoipa::path(
+    post, path = "/v1/admin/billing/close-period", tag = "platform",
+    request_body = ClosePeriodIn,
+    responses(
+        (status = 200, body = ClosePeriodOut),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The period has not ended", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A shard did not answer; what was finalized stays, call again", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn close_period(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    JsonBody(input): JsonBody<ClosePeriodIn>,
+) -> Result<Json<ClosePeriodOut>> {
+    use crate::billing::invoice::Period;
+    use crate::error::{Error, FieldError};
+    authz::require(&state, Scope::Platform(&caller), Action::Platform).await?;
+    let period = Period::parse(&input.period)
+        .ok_or_else(|| Error::Invalid(vec![FieldError::new("period", "expected YYYY-MM")]))?;
+    let current = Period::of(chrono::Utc::now().date_naive());
+    if period >= current {
+        return Err(Error::Conflict(format!(
+            "{period} has not ended; it can be closed from its last day's end on"
+        )));
+    }
+    let end = period
+        .end()
+        .map(crate::http::routes::invoices::midnight)
+        .ok_or_else(|| Error::internal("a period without an end"))?;
+    let orgs = db::orgs::billable(&state.catalog, end).await?;
+    let mut out = ClosePeriodOut {
+        period: period.to_string(),
+        orgs: orgs.len() as u64,
+        finalized: 0,
+        already_finalized: 0,
+    };
+    for (org, plan) in orgs {
+        let Some(shard) = state.shards.route(protocol::OrgId(org)) else {
+            return Err(Error::Unavailable {
+                what: "the shard map",
+                retry_after: 5,
+            });
+        };
+        let inv =
+            crate::http::routes::invoices::compute(&state, &shard.pool, org, &plan, period).await?;
+        if db::invoices::finalize(&shard.pool, org, &inv).await? {
+            out.finalized += 1;
+        } else {
+            out.already_finalized += 1;
+        }
+    }
+    tracing::info!(period = %out.period, finalized = out.finalized, already = out.already_finalized, "billing period closed");
+    Ok(Json(out))
 }

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod github;
 pub mod installations;
+pub mod invoices;
 pub mod jobs;
 pub mod members;
 pub mod ops;

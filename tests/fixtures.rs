@@ -1,5 +1,6 @@
-//! GitHub's own webhook payloads, from npm `@octokit/webhooks-examples` (installed under
-//! `tests/fixtures/node_modules` by `make test`).
+//! GitHub's own webhook payloads, from npm `@octokit/webhooks-examples`, and GitHub's REST
+//! description, from npm `@octokit/openapi` (both installed under `tests/fixtures/node_modules`
+//! by `make test`).
 
 use std::path::PathBuf;
 
@@ -51,4 +52,27 @@ pub fn example(event: &str, action: Option<&str>) -> serde_json::Value {
         })
         .cloned()
         .unwrap_or_else(|| panic!("no example of {event} {action:?}"))
+}
+
+/// GitHub's REST description of api.github.com (OpenAPI 3.0), with its `$ref`s in place: the
+/// dereferenced variant of the package is five times larger, and parsing it costs more memory
+/// than following the few references a test needs.
+pub fn rest_description_path() -> PathBuf {
+    workspace_root()
+        .join("tests/fixtures/node_modules/@octokit/openapi/generated/api.github.com.json")
+}
+
+/// GitHub's REST description (read and parsed once per test process).
+pub fn rest_description() -> &'static serde_json::Value {
+    static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| {
+        let path = rest_description_path();
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+            panic!(
+                "{} not found: run `npm ci --prefix tests/fixtures` (make test does)",
+                path.display()
+            )
+        });
+        serde_json::from_str(&text).expect("the REST description parses")
+    })
 }

@@ -5,9 +5,10 @@
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::handler::Handler;
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
+use axum::routing::{MethodFilter, on};
 use chrono::{Duration, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -16,24 +17,82 @@ use super::Emulator;
 use super::state::{CheckRun, CommentRec, Installation, Repo, TokenInfo, Window};
 
 pub fn router() -> Router<Emulator> {
-    Router::new()
-        .route("/app", get(get_app))
-        .route("/app/installations/{id}", get(get_installation))
-        .route("/app/installations/{id}/access_tokens", post(create_token))
-        .route("/installation/repositories", get(list_repositories))
-        .route(
-            "/repos/{owner}/{repo}/issues/{number}/comments",
-            get(list_comments).post(create_comment),
-        )
-        .route("/repos/{owner}/{repo}/check-runs", post(create_check_run))
-        .route(
-            "/repos/{owner}/{repo}/check-runs/{id}",
-            patch(update_check_run),
-        )
-        .route("/app/hook/deliveries", get(list_deliveries))
-        .route("/app/hook/deliveries/{id}", get(get_delivery))
-        .route("/app/hook/deliveries/{id}/attempts", post(redeliver))
+    rest()
+        .router
         .fallback(|| async { gh_error(StatusCode::NOT_FOUND, "Not Found", None) })
+}
+
+/// Every REST route the emulator serves: method and path template, spelled as in GitHub's REST
+/// description (a test finds each of them there).
+pub fn routes() -> Vec<(Method, &'static str)> {
+    rest().routes
+}
+
+fn rest() -> Rest {
+    Rest::default()
+        .at(Method::GET, "/app", get_app)
+        .at(
+            Method::GET,
+            "/app/installations/{installation_id}",
+            get_installation,
+        )
+        .at(
+            Method::POST,
+            "/app/installations/{installation_id}/access_tokens",
+            create_token,
+        )
+        .at(Method::GET, "/installation/repositories", list_repositories)
+        .at(
+            Method::GET,
+            "/repos/{owner}/{repo}/issues/{issue_number}/comments",
+            list_comments,
+        )
+        .at(
+            Method::POST,
+            "/repos/{owner}/{repo}/issues/{issue_number}/comments",
+            create_comment,
+        )
+        .at(
+            Method::POST,
+            "/repos/{owner}/{repo}/check-runs",
+            create_check_run,
+        )
+        .at(
+            Method::PATCH,
+            "/repos/{owner}/{repo}/check-runs/{check_run_id}",
+            update_check_run,
+        )
+        .at(Method::GET, "/app/hook/deliveries", list_deliveries)
+        .at(
+            Method::GET,
+            "/app/hook/deliveries/{delivery_id}",
+            get_delivery,
+        )
+        .at(
+            Method::POST,
+            "/app/hook/deliveries/{delivery_id}/attempts",
+            redeliver,
+        )
+}
+
+/// The REST routes, and the list of them, built by the same calls so they cannot drift apart.
+#[derive(Default)]
+struct Rest {
+    router: Router<Emulator>,
+    routes: Vec<(Method, &'static str)>,
+}
+
+impl Rest {
+    fn at<H, T>(mut self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, Emulator>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).expect("a routable method");
+        self.router = self.router.route(path, on(filter, handler));
+        self.routes.push((method, path));
+        self
+    }
 }
 
 /// GitHub's error body, with the rate-limit headers of `window` when known.
@@ -166,10 +225,16 @@ fn may_touch(emu: &Emulator, t: &TokenInfo, repo: &str) -> bool {
 }
 
 pub fn user_json(base: &str, login: &str, id: i64, kind: &str) -> Value {
-    let u = format!("{base}/users/{login}");
+    // A bot's login (`slug[bot]`) is percent-encoded in its URLs, and its page is its App's.
+    let escaped = login.replace('[', "%5B").replace(']', "%5D");
+    let u = format!("{base}/users/{escaped}");
+    let html_url = match login.strip_suffix("[bot]") {
+        Some(slug) => format!("{base}/apps/{slug}"),
+        None => format!("{base}/{login}"),
+    };
     json!({
         "login": login, "id": id, "node_id": format!("U_{id}"), "avatar_url": format!("{base}/avatars/{id}"),
-        "gravatar_id": "", "url": u, "html_url": format!("{base}/{login}"),
+        "gravatar_id": "", "url": u, "html_url": html_url,
         "followers_url": format!("{u}/followers"), "following_url": format!("{u}/following{{/other_user}}"),
         "gists_url": format!("{u}/gists{{/gist_id}}"), "starred_url": format!("{u}/starred{{/owner}}{{/repo}}"),
         "subscriptions_url": format!("{u}/subscriptions"), "organizations_url": format!("{u}/orgs"),
@@ -484,11 +549,13 @@ async fn create_comment(
         .or_default()
         .push(c.clone());
     drop(st);
-    with_rate(
-        StatusCode::CREATED,
-        comment_json(&emu, &full, number, &c),
-        Some(w),
-    )
+    let body = comment_json(&emu, &full, number, &c);
+    let location = body["url"].as_str().and_then(|u| u.parse().ok());
+    let mut resp = with_rate(StatusCode::CREATED, body, Some(w));
+    if let Some(l) = location {
+        resp.headers_mut().insert(header::LOCATION, l);
+    }
+    resp
 }
 
 fn check_run_json(emu: &Emulator, c: &CheckRun) -> Value {

@@ -17,6 +17,9 @@
 //! send events, uninstall, suspend, read counters. With `auto_provision`, an installation id
 //! it has never seen exists on first use with access to every repository (the local stack
 //! uses that, so any installation id works there).
+//!
+//! Its REST routes and answers are those of GitHub's REST description (npm `@octokit/openapi`):
+//! `tests/it/conformance.rs` checks every route, status, body and rate-limit header against it.
 
 mod api;
 mod control;
@@ -63,6 +66,12 @@ impl Emulator {
             .merge(control::router())
             .merge(git::router())
             .with_state(self.clone())
+    }
+
+    /// Every route of GitHub's REST API the emulator serves (method, path template as GitHub's
+    /// REST description spells it); not its `/_emulator/` controls nor git hosting.
+    pub fn rest_routes() -> Vec<(axum::http::Method, &'static str)> {
+        api::routes()
     }
 
     /// Runs the emulator on `listener` until the process ends.

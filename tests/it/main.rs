@@ -8,6 +8,8 @@
 )]
 
 mod autoscaler;
+mod billing;
+mod conformance;
 mod github;
 mod helpers;
 mod slice;

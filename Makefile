@@ -19,7 +19,7 @@ toolchain: ## Install the build tools the workspace needs (mold) when missing
 	@command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
 	@command -v npm >/dev/null 2>&1 || { echo "error: npm is missing (it fetches GitHub's webhook examples for the tests): apt-get install -y npm" >&2; exit 1; }
 
-fixtures: tests/fixtures/node_modules/.package-lock.json ## GitHub's webhook examples for the tests (npm)
+fixtures: tests/fixtures/node_modules/.package-lock.json ## GitHub's webhook examples and REST description for the tests (npm)
 
 tests/fixtures/node_modules/.package-lock.json: tests/fixtures/package-lock.json
 	npm ci --prefix tests/fixtures --no-audit --no-fund --silent
@@ -56,3 +56,10 @@ deploy-check: ## Offline checks of Dockerfiles, Helm chart, alerts, dashboards a
 .PHONY: bench
 bench: toolchain fixtures ## Load-test the intake against its ceilings and Probot (3 runs, ~10 min), write docs/benchmarks.md
 	@bash loadtest/bench.sh
+
+.PHONY: bench-workers bench-tenancy
+bench-workers: toolchain fixtures ## Webhook 202 → job running at 20/50/100 per s with a no-op executor, the worker's overhead per job (~4 min); a section of docs/benchmarks.md
+	@bash loadtest/worker-bench.sh workers
+
+bench-tenancy: toolchain fixtures ## The authorization decision (cargo bench) and authorized GET /v1/orgs/{org} at 200/s; a section of docs/benchmarks.md
+	@bash loadtest/worker-bench.sh tenancy

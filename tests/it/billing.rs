@@ -743,10 +743,67 @@ async fn a_closed_period_is_invoiced_once_numbered_and_never_changes() {
         let key = api_key(&app, org, &owner, role).await;
         assert_eq!(app.get(US, &path, &key).await.status, status, "{role}");
     }
+    // The platform's revenue of the closed month: this org's finalized invoice.
+    let rev = app
+        .get(
+            US,
+            &format!("/v1/admin/reports/revenue?period={period}"),
+            OPERATOR_TOKEN,
+        )
+        .await;
+    assert_eq!(rev.status, 200, "{}", rev.body);
+    assert_eq!(rev.body["total"], 6_901, "{}", rev.body);
+    assert_eq!(rev.body["items"][0]["finalized"], 1);
     app.get(US, &format!("/v1/orgs/{org}/invoices/2026-1"), &owner)
         .await
         .assert_problem(422);
     app.get(US, &format!("/v1/orgs/{org}/invoices/2001-01"), &owner)
         .await
         .assert_problem(404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_revenue_report_gathers_every_region_and_plan() {
+    let app = TestApp::spawn_with(Options {
+        workers: false,
+        ..Options::default()
+    })
+    .await;
+    app.create_org_on(US, "team").await;
+    app.create_org_on(US, "team").await;
+    app.create_org_on(US, "enterprise").await;
+    app.create_org_on(EU, "free").await;
+    let r = app
+        .get(EU, "/v1/admin/reports/revenue", OPERATOR_TOKEN)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rows: Vec<(String, String, u64, i64)> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["plan"].as_str().unwrap().to_owned(),
+                i["region"].as_str().unwrap().to_owned(),
+                i["orgs"].as_u64().unwrap(),
+                i["total"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("enterprise".into(), US.into(), 1, 99_900),
+            ("free".into(), EU.into(), 1, 0),
+            ("team".into(), US.into(), 2, 9_800),
+        ]
+    );
+    assert_eq!(r.body["total"], 109_700);
+    app.get(
+        EU,
+        "/v1/admin/reports/revenue?period=2026-13",
+        OPERATOR_TOKEN,
+    )
+    .await
+    .assert_problem(422);
 }

@@ -155,17 +155,32 @@ pub async fn mark_deleted(
     .await
 }
 
+/// An org to invoice.
+#[derive(Debug, Clone)]
+pub struct Billable {
+    pub id: i64,
+    pub plan: String,
+    pub region: String,
+}
+
 /// Orgs to invoice for a period ending at `before`: active or offboarded (their usage of the
 /// period is still billed), created before it; with their current plan.
 pub async fn billable(
     catalog: &PgPool,
     before: DateTime<Utc>,
-) -> Result<Vec<(i64, String)>, sqlx::Error> {
+) -> Result<Vec<Billable>, sqlx::Error> {
     let rows = sqlx::query!(
-        "select id, plan from org where status in ('active', 'deleted') and created_at < $1 order by id",
+        "select id, plan, region from org where status in ('active', 'deleted') and created_at < $1 order by id",
         before
     )
     .fetch_all(catalog)
     .await?;
-    Ok(rows.into_iter().map(|r| (r.id, r.plan)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| Billable {
+            id: r.id,
+            plan: r.plan,
+            region: r.region,
+        })
+        .collect())
 }

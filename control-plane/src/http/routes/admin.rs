@@ -19,6 +19,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_redeliveries))
         .routes(routes!(list_worker_pools))
         .routes(routes!(close_period))
+        .routes(routes!(revenue_report))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -280,7 +281,7 @@ async fn close_period(
         finalized: 0,
         already_finalized: 0,
     };
-    for (org, plan) in orgs {
+    for db::orgs::Billable { id: org, plan, .. } in orgs {
         let Some(shard) = state.shards.route(protocol::OrgId(org)) else {
             return Err(Error::Unavailable {
                 what: "the shard map",
@@ -297,4 +298,109 @@ async fn close_period(
     }
     tracing::info!(period = %out.period, finalized = out.finalized, already = out.already_finalized, "billing period closed");
     Ok(Json(out))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RevenueQuery {
+    /// `YYYY-MM`; default the current month.
+    pub period: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RevenueRowOut {
+    pub plan: String,
+    pub region: String,
+    pub orgs: u64,
+    /// Invoice totals of those orgs, minor units.
+    pub total: i64,
+    /// How many of those invoices are finalized (the rest are drafts).
+    pub finalized: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RevenueOut {
+    pub period: String,
+    pub currency: String,
+    pub items: Vec<RevenueRowOut>,
+    /// Minor units.
+    pub total: i64,
+}
+
+/// Revenue of a month by plan and region, gathered from every org's invoice across all
+/// shards: the finalized invoice where the month is closed, the draft otherwise (operator).
+#[utoipa::path(
+    get, path = "/v1/admin/reports/revenue", tag = "platform",
+    params(RevenueQuery),
+    responses(
+        (status = 200, body = RevenueOut),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn revenue_report(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    crate::http::extract::QueryParams(q): crate::http::extract::QueryParams<RevenueQuery>,
+) -> Result<Json<RevenueOut>> {
+    use std::collections::BTreeMap;
+
+    use crate::billing::invoice::{CURRENCY, Period};
+    use crate::error::{Error, FieldError};
+    authz::require(&state, Scope::Platform(&caller), Action::Platform).await?;
+    let period = match q.period.as_deref() {
+        Some(p) => Period::parse(p)
+            .ok_or_else(|| Error::Invalid(vec![FieldError::new("period", "expected YYYY-MM")]))?,
+        None => Period::of(chrono::Utc::now().date_naive()),
+    };
+    let end = period
+        .end()
+        .map(crate::http::routes::invoices::midnight)
+        .ok_or_else(|| Error::internal("a period without an end"))?;
+    let orgs = db::orgs::billable(&state.catalog, end).await?;
+    let mut rows: BTreeMap<(String, String), RevenueRowOut> = BTreeMap::new();
+    for org in orgs {
+        let Some(shard) = state.shards.route(protocol::OrgId(org.id)) else {
+            return Err(Error::Unavailable {
+                what: "the shard map",
+                retry_after: 5,
+            });
+        };
+        let db = db::OrgDb::for_org(&state.shards, protocol::OrgId(org.id))?;
+        let (total, finalized) = match db::invoices::get(&db, &period.to_string()).await? {
+            Some(inv) => (inv.total_minor, true),
+            None => {
+                let inv = crate::http::routes::invoices::compute(
+                    &state,
+                    &shard.pool,
+                    org.id,
+                    &org.plan,
+                    period,
+                )
+                .await?;
+                (inv.total_minor, false)
+            }
+        };
+        let row = rows
+            .entry((org.plan.clone(), org.region.clone()))
+            .or_insert_with(|| RevenueRowOut {
+                plan: org.plan.clone(),
+                region: org.region.clone(),
+                orgs: 0,
+                total: 0,
+                finalized: 0,
+            });
+        row.orgs += 1;
+        row.total = row.total.saturating_add(total);
+        row.finalized += u64::from(finalized);
+    }
+    let items: Vec<RevenueRowOut> = rows.into_values().collect();
+    let total = items.iter().map(|r| r.total).sum();
+    Ok(Json(RevenueOut {
+        period: period.to_string(),
+        currency: CURRENCY.to_owned(),
+        items,
+        total,
+    }))
 }

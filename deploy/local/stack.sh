@@ -351,6 +351,8 @@ url = "redis://127.0.0.1:${REDIS_PORT}"
 # The local GitHub emulator: job tokens, clones of its repositories and the job comments.
 [github]
 web_url = "http://127.0.0.1:${GH_PORT}"
+# The emulator serves git's "dumb" HTTP protocol, which cannot make shallow clones.
+clone_depth = 0
 [github.app]
 app_id = 1
 private_key_file = "$LOCAL/github-app.pem"

@@ -48,58 +48,63 @@ pub async fn totals(
     Ok(t)
 }
 
-fn decode(lines: serde_json::Value) -> Result<Vec<Line>, sqlx::Error> {
-    serde_json::from_value(lines).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+/// An invoice row as read.
+struct Row {
+    period: String,
+    number: String,
+    plan: String,
+    currency: String,
+    lines: serde_json::Value,
+    subtotal_minor: i64,
+    total_minor: i64,
+    finalized_at: DateTime<Utc>,
+}
+
+impl TryFrom<Row> for StoredInvoice {
+    type Error = sqlx::Error;
+
+    fn try_from(r: Row) -> Result<Self, sqlx::Error> {
+        Ok(StoredInvoice {
+            lines: serde_json::from_value(r.lines).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            period: r.period,
+            number: r.number,
+            plan: r.plan,
+            currency: r.currency,
+            subtotal_minor: r.subtotal_minor,
+            total_minor: r.total_minor,
+            finalized_at: r.finalized_at,
+        })
+    }
 }
 
 /// The org's finalized invoice of `period`.
 pub async fn get(db: &OrgDb, period: &str) -> Result<Option<StoredInvoice>, sqlx::Error> {
-    let row = sqlx::query!(
+    sqlx::query_as!(
+        Row,
         r#"select period, number, plan, currency, lines, subtotal_minor, total_minor, finalized_at
            from invoice where org_id = $1 and period = $2"#,
         db.org().0,
         period,
     )
     .fetch_optional(db.pool())
-    .await?;
-    row.map(|r| {
-        Ok(StoredInvoice {
-            period: r.period,
-            number: r.number,
-            plan: r.plan,
-            currency: r.currency,
-            lines: decode(r.lines)?,
-            subtotal_minor: r.subtotal_minor,
-            total_minor: r.total_minor,
-            finalized_at: r.finalized_at,
-        })
-    })
+    .await?
+    .map(StoredInvoice::try_from)
     .transpose()
 }
 
 /// The org's finalized invoices, newest period first.
 pub async fn list(db: &OrgDb) -> Result<Vec<StoredInvoice>, sqlx::Error> {
-    let rows = sqlx::query!(
+    sqlx::query_as!(
+        Row,
         r#"select period, number, plan, currency, lines, subtotal_minor, total_minor, finalized_at
            from invoice where org_id = $1 order by period desc"#,
         db.org().0,
     )
     .fetch_all(db.pool())
-    .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(StoredInvoice {
-                period: r.period,
-                number: r.number,
-                plan: r.plan,
-                currency: r.currency,
-                lines: decode(r.lines)?,
-                subtotal_minor: r.subtotal_minor,
-                total_minor: r.total_minor,
-                finalized_at: r.finalized_at,
-            })
-        })
-        .collect()
+    .await?
+    .into_iter()
+    .map(StoredInvoice::try_from)
+    .collect()
 }
 
 /// Stores a finalized invoice unless the org's period already has one. Returns whether it

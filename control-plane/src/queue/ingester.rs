@@ -8,9 +8,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::{AckKind, Message};
-use futures::StreamExt;
 use protocol::subjects::INGESTER_CONSUMER;
 use protocol::usage::UsageEvent;
 use tokio_util::sync::CancellationToken;
@@ -22,86 +20,19 @@ use crate::state::AppState;
 /// Events written per transaction at most.
 const BATCH: usize = 500;
 
-#[derive(Debug, thiserror::Error)]
-enum IngestError {
-    #[error("JetStream: {0}")]
-    Nats(String),
-    #[error("the message stream ended")]
-    Ended,
-}
-
 /// Runs until `shutdown`; reconnects with backoff when the stream fails.
 pub async fn run(state: AppState, shutdown: CancellationToken) {
-    let mut backoff = Duration::from_millis(200);
-    while !shutdown.is_cancelled() {
-        match consume(&state, &shutdown).await {
-            Ok(()) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "usage ingester interrupted");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-    tracing::info!("usage ingester stopped");
-}
-
-async fn consumer(state: &AppState) -> Result<PullConsumer, IngestError> {
-    let stream = state
-        .nats
-        .js
-        .get_stream(state.nats.names.usage_stream(&state.region))
-        .await
-        .map_err(|e| IngestError::Nats(e.to_string()))?;
-    stream
-        .get_or_create_consumer(
-            INGESTER_CONSUMER,
-            pull::Config {
-                durable_name: Some(INGESTER_CONSUMER.to_owned()),
-                description: Some("Writes usage events to the shards".into()),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                max_deliver: -1,
-                max_ack_pending: 20_000,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| IngestError::Nats(e.to_string()))
-}
-
-async fn consume(state: &AppState, shutdown: &CancellationToken) -> Result<(), IngestError> {
-    let consumer = consumer(state).await?;
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(BATCH)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
-        .await
-        .map_err(|e| IngestError::Nats(e.to_string()))?
-        .ready_chunks(BATCH);
-    loop {
-        let chunk = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            chunk = messages.next() => chunk.ok_or(IngestError::Ended)?,
-        };
-        let mut ok = Vec::with_capacity(chunk.len());
-        let mut failure = None;
-        for m in chunk {
-            match m {
-                Ok(m) => ok.push(m),
-                Err(e) => failure = Some(IngestError::Nats(e.to_string())),
-            }
-        }
-        ingest(state, ok).await;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-    }
+    let spec = super::Batches {
+        what: "usage ingester",
+        stream: state.nats.names.usage_stream(&state.region),
+        durable: INGESTER_CONSUMER,
+        description: "Writes usage events to the shards",
+        batch: BATCH,
+    };
+    super::run_batches(state, shutdown, spec, |s, msgs| async move {
+        ingest(&s, msgs).await;
+    })
+    .await;
 }
 
 /// Writes one batch, shard by shard, and acknowledges what was written.

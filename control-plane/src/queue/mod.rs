@@ -4,3 +4,115 @@
 pub mod ingester;
 pub mod publisher;
 pub mod recorder;
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::jetstream::Message;
+use async_nats::jetstream::consumer::{AckPolicy, pull};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::AppState;
+
+/// A durable consumer whose messages are handled in batches.
+#[derive(Debug, Clone)]
+pub struct Batches {
+    /// What it is, for the logs (`recorder`, `usage ingester`).
+    pub what: &'static str,
+    pub stream: String,
+    pub durable: &'static str,
+    pub description: &'static str,
+    /// Most messages per batch.
+    pub batch: usize,
+}
+
+/// Hands `handle` the consumer's messages in batches until `shutdown`; reconnects with
+/// backoff when the stream fails. `handle` acknowledges what it settled.
+pub async fn run_batches<F, Fut>(
+    state: AppState,
+    shutdown: CancellationToken,
+    spec: Batches,
+    handle: F,
+) where
+    F: Fn(AppState, Vec<Message>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut backoff = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        match consume(&state, &shutdown, &spec, &handle).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "{} interrupted", spec.what);
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    tracing::info!("{} stopped", spec.what);
+}
+
+async fn consume<F, Fut>(
+    state: &AppState,
+    shutdown: &CancellationToken,
+    spec: &Batches,
+    handle: &F,
+) -> Result<(), String>
+where
+    F: Fn(AppState, Vec<Message>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let stream = state
+        .nats
+        .js
+        .get_stream(&spec.stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let consumer = stream
+        .get_or_create_consumer(
+            spec.durable,
+            pull::Config {
+                durable_name: Some(spec.durable.to_owned()),
+                description: Some(spec.description.to_owned()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_deliver: -1,
+                max_ack_pending: 20_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(spec.batch)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(|e| e.to_string())?
+        .ready_chunks(spec.batch);
+    loop {
+        let chunk = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            chunk = messages.next() => chunk.ok_or_else(|| "the message stream ended".to_owned())?,
+        };
+        let mut ok = Vec::with_capacity(chunk.len());
+        let mut failure = None;
+        for m in chunk {
+            match m {
+                Ok(m) => ok.push(m),
+                Err(e) => failure = Some(e.to_string()),
+            }
+        }
+        if !ok.is_empty() {
+            handle(state.clone(), ok).await;
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+    }
+}

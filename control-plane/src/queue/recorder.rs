@@ -10,9 +10,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::{AckKind, Message};
-use futures::StreamExt;
 use protocol::JobStatus;
 use protocol::delivery::DeliveryRecord;
 use protocol::service::jobstore;
@@ -24,88 +22,19 @@ use crate::db;
 use crate::error::Chain;
 use crate::state::AppState;
 
-#[derive(Debug, thiserror::Error)]
-enum RecorderError {
-    #[error("JetStream: {0}")]
-    Nats(String),
-    #[error("the message stream ended")]
-    Ended,
-}
-
 /// Runs until `shutdown`; reconnects with backoff when the stream fails.
 pub async fn run(state: AppState, shutdown: CancellationToken) {
-    let mut backoff = Duration::from_millis(200);
-    while !shutdown.is_cancelled() {
-        match consume(&state, &shutdown).await {
-            Ok(()) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "recorder interrupted");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-    tracing::info!("recorder stopped");
-}
-
-async fn consumer(state: &AppState) -> Result<PullConsumer, RecorderError> {
-    let names = &state.nats.names;
-    let stream = state
-        .nats
-        .js
-        .get_stream(names.deliveries_stream(&state.region))
-        .await
-        .map_err(|e| RecorderError::Nats(e.to_string()))?;
-    stream
-        .get_or_create_consumer(
-            RECORDER_CONSUMER,
-            pull::Config {
-                durable_name: Some(RECORDER_CONSUMER.to_owned()),
-                description: Some("Writes accepted deliveries and their jobs to the shards".into()),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                max_deliver: -1,
-                max_ack_pending: 20_000,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| RecorderError::Nats(e.to_string()))
-}
-
-async fn consume(state: &AppState, shutdown: &CancellationToken) -> Result<(), RecorderError> {
-    let batch = state.config.recorder.batch_size;
-    let consumer = consumer(state).await?;
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(batch)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
-        .await
-        .map_err(|e| RecorderError::Nats(e.to_string()))?
-        .ready_chunks(batch);
-    loop {
-        let chunk = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            chunk = messages.next() => chunk.ok_or(RecorderError::Ended)?,
-        };
-        let mut ok = Vec::with_capacity(chunk.len());
-        let mut failure = None;
-        for m in chunk {
-            match m {
-                Ok(m) => ok.push(m),
-                Err(e) => failure = Some(RecorderError::Nats(e.to_string())),
-            }
-        }
-        record(state, ok).await;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-    }
+    let spec = super::Batches {
+        what: "recorder",
+        stream: state.nats.names.deliveries_stream(&state.region),
+        durable: RECORDER_CONSUMER,
+        description: "Writes accepted deliveries and their jobs to the shards",
+        batch: state.config.recorder.batch_size,
+    };
+    super::run_batches(state, shutdown, spec, |s, msgs| async move {
+        record(&s, msgs).await;
+    })
+    .await;
 }
 
 /// Writes one batch and acknowledges what was written.

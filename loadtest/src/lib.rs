@@ -14,18 +14,22 @@
 //! metrics      the control plane's own timings of a run, from its Prometheus metrics
 //! procstat     CPU used by the processes under test during a run
 //! bench        docs/benchmarks.md from the results of `make bench`
+//! jobs         webhook 202 → job running, and the worker's overhead per job
+//! sections     the workers and tenancy sections of docs/benchmarks.md
 //! ```
 
 pub mod bench;
 pub mod cli;
 pub mod engine;
 pub mod jetstream;
+pub mod jobs;
 pub mod metrics;
 pub mod noop;
 pub mod procstat;
 pub mod scenario;
 pub mod schedule;
 pub mod search;
+pub mod sections;
 pub mod stats;
 pub mod target;
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use loadtest::cli::{self, OutputArgs, RunCmd, SearchCmd};
 use loadtest::jetstream::{self, JetstreamArgs};
+use loadtest::jobs::JobsCmd;
 
 #[derive(Parser)]
 #[command(
@@ -57,7 +58,24 @@ enum Command {
         #[arg(long)]
         prefix: String,
     },
-    /// Write docs/benchmarks.md from the results of a `make bench` run.
+    /// Webhook `202` → job running at steady rates, and the worker's overhead per job
+    /// (`make bench-workers`).
+    Jobs(Box<JobsCmd>),
+    /// Write one marked section of docs/benchmarks.md (workers or tenancy) from the results
+    /// of `loadtest/worker-bench.sh`, leaving the rest of the file as it is.
+    Section {
+        /// Which section: workers or tenancy.
+        #[arg(long, value_parser = ["workers", "tenancy"])]
+        name: String,
+        /// The directory `loadtest/worker-bench.sh` wrote its results to.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The Markdown file to update.
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+    },
+    /// Write docs/benchmarks.md from the results of a `make bench` run (the sections other
+    /// benchmarks wrote into it are kept).
     Report {
         /// The directory `loadtest/bench.sh` wrote its results to.
         #[arg(long)]
@@ -92,8 +110,21 @@ fn main() -> anyhow::Result<()> {
                     println!("deleted stream {name}");
                 }
             }
+            Command::Jobs(cmd) => print!("{}", loadtest::jobs::measure(&cmd).await?),
+            Command::Section { name, dir, out } => {
+                let body = if name == "workers" {
+                    loadtest::sections::workers(&dir)?
+                } else {
+                    loadtest::sections::tenancy(&dir)?
+                };
+                let old = std::fs::read_to_string(&out).unwrap_or_default();
+                std::fs::write(&out, loadtest::sections::replace(&old, &name, &body))?;
+                eprintln!("wrote the {name} section of {}", out.display());
+            }
             Command::Report { dir, out } => {
-                std::fs::write(&out, loadtest::bench::render(&dir)?)?;
+                let old = std::fs::read_to_string(&out).unwrap_or_default();
+                let new = loadtest::bench::render(&dir)?;
+                std::fs::write(&out, loadtest::sections::carry_over(&old, &new))?;
                 eprintln!("wrote {}", out.display());
             }
         }

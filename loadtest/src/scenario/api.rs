@@ -13,16 +13,18 @@ use serde_json::json;
 
 use crate::engine::{Prepared, Scenario};
 
-/// The routes read, with the kinds they are reported under.
-const READS: &[(&str, &str)] = &[
-    ("", "GET /v1/orgs/{org}"),
-    ("/members", "GET /v1/orgs/{org}/members"),
+/// The routes read: their name for `--routes`, path suffix, and the kind they are reported
+/// under.
+const READS: &[(&str, &str, &str)] = &[
+    ("org", "", "GET /v1/orgs/{org}"),
+    ("members", "/members", "GET /v1/orgs/{org}/members"),
     (
+        "installations",
         "/github/installations",
         "GET /v1/orgs/{org}/github/installations",
     ),
-    ("/rules", "GET /v1/orgs/{org}/rules"),
-    ("/jobs", "GET /v1/orgs/{org}/jobs"),
+    ("rules", "/rules", "GET /v1/orgs/{org}/rules"),
+    ("jobs", "/jobs", "GET /v1/orgs/{org}/jobs"),
 ];
 
 /// The org API reads scenario.
@@ -33,11 +35,27 @@ pub struct ApiReads {
 }
 
 impl ApiReads {
+    /// Every route in turn.
     pub fn new(org_id: i64, access_token: &str) -> anyhow::Result<Self> {
+        Self::with_routes(org_id, access_token, &[])
+    }
+
+    /// The routes named in `routes` (by name: org, members, installations, rules, jobs) in
+    /// turn; all of them when `routes` is empty.
+    pub fn with_routes(org_id: i64, access_token: &str, routes: &[String]) -> anyhow::Result<Self> {
+        if let Some(bad) = routes
+            .iter()
+            .find(|r| !READS.iter().any(|(name, ..)| *name == r.as_str()))
+        {
+            anyhow::bail!("unknown route {bad:?} (org, members, installations, rules, jobs)");
+        }
         Ok(Self {
             paths: READS
                 .iter()
-                .map(|(suffix, kind)| (format!("/v1/orgs/{org_id}{suffix}"), *kind))
+                .filter(|(name, ..)| {
+                    routes.is_empty() || routes.iter().any(|r| r.as_str() == *name)
+                })
+                .map(|(_, suffix, kind)| (format!("/v1/orgs/{org_id}{suffix}"), *kind))
                 .collect(),
             authorization: HeaderValue::from_str(&format!("Bearer {access_token}"))?,
         })
@@ -136,6 +154,14 @@ mod tests {
             s.request(0).request.headers()["authorization"],
             "Bearer tok"
         );
+    }
+
+    #[test]
+    fn reads_can_be_restricted_to_one_route() {
+        let s = ApiReads::with_routes(1_000_000_007, "tok", &["org".into()]).unwrap();
+        assert!((0..4).all(|i| s.request(i).request.uri().path() == "/v1/orgs/1000000007"));
+        assert_eq!(s.request(0).kind, "GET /v1/orgs/{org}");
+        assert!(ApiReads::with_routes(1, "tok", &["nope".into()]).is_err());
     }
 
     #[tokio::test]

@@ -79,6 +79,10 @@ pub struct ScenarioArgs {
     /// Home region of the scenario's org.
     #[arg(long, default_value = "us-east-1")]
     pub region: String,
+    /// The routes the api-reads scenario goes round (org, members, installations, rules,
+    /// jobs); all of them unless given, e.g. `--routes org` for `GET /v1/orgs/{org}` alone.
+    #[arg(long, value_delimiter = ',')]
+    pub routes: Vec<String>,
     /// Weights of the mix scenario.
     #[arg(long, default_value = "webhooks=90,api-reads=9,onboarding=1")]
     pub mix: String,
@@ -171,7 +175,11 @@ impl Setup {
                 }
                 let f = self.fixture().await?;
                 let token = self.api.access_token(&f.api_key).await?;
-                Arc::new(api::ApiReads::new(f.org_id, &token)?)
+                Arc::new(api::ApiReads::with_routes(
+                    f.org_id,
+                    &token,
+                    &self.args.routes,
+                )?)
             }
             Kind::Onboarding => Arc::new(api::Onboarding::new(
                 self.operator_token()?,

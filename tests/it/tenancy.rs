@@ -780,6 +780,16 @@ fn endpoints() -> Vec<Endpoint> {
             ok: 200,
         },
         Endpoint {
+            name: "GET invoices",
+            allowed: &["owner", "billing"],
+            ok: 200,
+        },
+        Endpoint {
+            name: "GET invoice",
+            allowed: &["owner", "billing"],
+            ok: 200,
+        },
+        Endpoint {
             name: "GET rules",
             allowed: ALL,
             ok: 200,
@@ -874,6 +884,12 @@ async fn call_endpoint(app: &TestApp, name: &str, org: i64, job: &str, cred: Opt
         "GET jobs" => (Method::GET, format!("{base}/jobs"), None),
         "GET job" => (Method::GET, format!("{base}/jobs/{job}"), None),
         "GET usage" => (Method::GET, format!("{base}/usage"), None),
+        "GET invoices" => (Method::GET, format!("{base}/invoices"), None),
+        "GET invoice" => (
+            Method::GET,
+            format!("{base}/invoices/{}", chrono::Utc::now().format("%Y-%m")),
+            None,
+        ),
         "GET rules" => (Method::GET, format!("{base}/rules"), None),
         "PUT rules" => (
             Method::PUT,

@@ -556,15 +556,17 @@ async fn one_orgs_flood_does_not_starve_another() {
             let mut p = labeled_issue(inst_a, "bot");
             p["issue"]["number"] = json!(i + 1);
             let delivery = new_delivery();
-            // A 503 (the test machine's cores all busy) is retried, as its Retry-After asks.
-            for _ in 0..5 {
-                let r = app_ref.send_webhook(US, "issues", &delivery, &p).await;
-                if r.status != 503 {
-                    return r.status;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            503
+            // A 503 (the test machine's cores all busy) is sent again, as its Retry-After asks;
+            // the same delivery id makes a repeat harmless.
+            wait_for(
+                "the webhook to be taken",
+                Duration::from_secs(30),
+                || async {
+                    let r = app_ref.send_webhook(US, "issues", &delivery, &p).await;
+                    (r.status != 503).then_some(r.status)
+                },
+            )
+            .await
         })
         .buffer_unordered(8)
         .filter(|s| std::future::ready(*s == 202))
@@ -696,18 +698,14 @@ timeout = "60s"
         nix::sys::signal::kill(pid, sig).unwrap();
     }
 
-    /// Waits for the process to exit; `None` if it is still running at the deadline.
-    async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let end = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() > end {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    /// Waits for the process to exit; fails the test with `what` at the deadline.
+    async fn wait_exit(&mut self, what: &str, within: Duration) -> std::process::ExitStatus {
+        let child = &mut self.child;
+        wait_for(what, within, || {
+            let status = child.try_wait().unwrap();
+            std::future::ready(status)
+        })
+        .await
     }
 }
 
@@ -772,9 +770,8 @@ async fn kill_9_of_a_busy_worker_ends_every_job_once_with_one_comment_each() {
     .await;
     doomed.signal(nix::sys::signal::Signal::SIGKILL);
     doomed
-        .wait_exit(Duration::from_secs(5))
-        .await
-        .expect("killed");
+        .wait_exit("the killed worker to exit", Duration::from_secs(5))
+        .await;
     let at_kill: Vec<String> = job_histories(&app, org)
         .await
         .into_iter()
@@ -851,9 +848,11 @@ async fn sigterm_finishes_in_flight_jobs_hands_back_the_rest_and_exits_in_the_gr
     // Jobs sent during the drain are left for other workers.
     let later = job_on_issue(&app, inst, 2).await;
     let status = draining
-        .wait_exit(grace + Duration::from_secs(5))
-        .await
-        .expect("the worker exits within its grace period");
+        .wait_exit(
+            "the worker to exit within its grace period",
+            grace + Duration::from_secs(5),
+        )
+        .await;
     assert!(status.success(), "{status:?}");
     let took = t.elapsed();
     assert!(took < grace + Duration::from_secs(3), "drained in {took:?}");

@@ -1,12 +1,12 @@
 //! `usage_event` and `usage_daily`: metered usage, in the org's shard.
 //!
 //! Events are written once (their id is the primary key with the org) and, in the same
-//! transaction, the daily rollup of every (org, UTC day) that received a new event is
-//! recomputed from the events — so `usage_daily` always equals the sum of its events, and
-//! recomputing it again changes nothing. A transaction-scoped advisory lock per org orders
-//! concurrent writers, so a recomputation never misses another writer's committed events.
+//! transaction, exactly the new ones are added to their day's rollup — so `usage_daily` always
+//! equals the sum of its events, and recomputing it from the events ([`rebuild`]) changes
+//! nothing. A transaction-scoped advisory lock per org keeps a rebuild and new events of the
+//! same org from interleaving.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use protocol::usage::UsageEvent;
@@ -49,31 +49,69 @@ pub async fn record(
     if new.is_empty() {
         return Ok(Vec::new());
     }
-    let inserted: BTreeSet<(i64, &str)> = new
+    // The new events, once each (a batch may carry the same event twice).
+    let mut inserted: BTreeSet<(i64, &str)> = new
         .iter()
         .map(|r| (r.org_id, r.event_id.as_str()))
         .collect();
     let fresh: Vec<usize> = events
         .iter()
         .enumerate()
-        .filter(|(_, e)| inserted.contains(&(e.org_id.0, e.event_id.as_str())))
+        .filter(|(_, e)| inserted.remove(&(e.org_id.0, e.event_id.as_str())))
         .map(|(i, _)| i)
         .collect();
-    let touched: BTreeSet<(i64, NaiveDate)> = fresh
-        .iter()
-        .map(|i| (events[*i].org_id.0, events[*i].at.date_naive()))
-        .collect();
-    rollup(conn, &touched).await?;
+    add_to_rollup(conn, events, &fresh).await?;
     Ok(fresh)
 }
 
-/// Recomputes the rollup of each (org, day) from its events.
-pub async fn rollup(
+/// Adds the new events to their days' rollup: the sums of just these events, so the cost does
+/// not grow with how much the day already holds.
+async fn add_to_rollup(
     conn: &mut PgConnection,
-    days: &BTreeSet<(i64, NaiveDate)>,
+    events: &[&UsageEvent],
+    fresh: &[usize],
 ) -> Result<(), sqlx::Error> {
-    let orgs: BTreeSet<i64> = days.iter().map(|(o, _)| *o).collect();
-    // In org order, so that two writers never wait on each other in a cycle.
+    let mut sums: BTreeMap<(i64, NaiveDate, &str, &str), i64> = BTreeMap::new();
+    for i in fresh {
+        let e = events[*i];
+        *sums
+            .entry((
+                e.org_id.0,
+                e.at.date_naive(),
+                e.metric.as_str(),
+                e.repo.as_deref().unwrap_or(""),
+            ))
+            .or_default() += e.quantity.max(0);
+    }
+    lock_orgs(conn, sums.keys().map(|k| k.0).collect()).await?;
+    let (mut orgs, mut days, mut metrics, mut repos, mut quantities) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((org, day, metric, repo), q) in sums {
+        orgs.push(org);
+        days.push(day);
+        metrics.push(metric);
+        repos.push(repo);
+        quantities.push(q);
+    }
+    sqlx::query!(
+        r#"insert into usage_daily (org_id, day, metric, repo, quantity)
+           select * from unnest($1::bigint[], $2::date[], $3::text[], $4::text[], $5::bigint[])
+           on conflict (org_id, day, metric, repo)
+           do update set quantity = usage_daily.quantity + excluded.quantity"#,
+        &orgs,
+        &days,
+        &metrics as &[&str],
+        &repos as &[&str],
+        &quantities,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Takes the org's usage lock until the transaction ends, in org order (so two writers never
+/// wait on each other in a cycle): a rebuild and new events of one org never interleave.
+async fn lock_orgs(conn: &mut PgConnection, orgs: BTreeSet<i64>) -> Result<(), sqlx::Error> {
     for org in &orgs {
         sqlx::query!(
             "select pg_advisory_xact_lock(hashtextextended('usage:' || $1::bigint::text, 0))",
@@ -82,6 +120,15 @@ pub async fn rollup(
         .execute(&mut *conn)
         .await?;
     }
+    Ok(())
+}
+
+/// Recomputes the rollup of each (org, day) from all its events (the repair behind [`rebuild`]).
+async fn rollup(
+    conn: &mut PgConnection,
+    days: &BTreeSet<(i64, NaiveDate)>,
+) -> Result<(), sqlx::Error> {
+    lock_orgs(conn, days.iter().map(|(o, _)| *o).collect()).await?;
     let (o, d): (Vec<i64>, Vec<NaiveDate>) = days.iter().copied().unzip();
     sqlx::query!(
         r#"with t as (select * from unnest($1::bigint[], $2::date[]) as t(org_id, day)),

@@ -11,6 +11,7 @@ use protocol::{DeliveryId, InstallationId, JobId, JobKind, OrgId, Region};
 
 use super::event::Payload;
 use super::rules::{self, DeliveryContext, Rule};
+use crate::config::PlanConfig;
 use crate::db::{self, OrgDb};
 use crate::error::{Chain, Error, Result};
 use crate::queue::publisher;
@@ -56,11 +57,12 @@ pub async fn accept(
         Some(o) => {
             let org = OrgId(o.org_id);
             let region = Region::new(o.region.clone()).map_err(Error::internal)?;
+            let plan = state.config.plans.get(&o.plan);
             if o.org_status != "active" {
                 (Some(org), region, "org_inactive", Vec::new())
             } else if o.installation_status != "active" {
                 (Some(org), region, "installation_inactive", Vec::new())
-            } else if over_rate_limit(state, org, &o.plan).await {
+            } else if over_rate_limit(state, org, plan).await {
                 (Some(org), region, "rate_limited", Vec::new())
             } else {
                 let rules = rules_of(state, org).await?;
@@ -71,15 +73,8 @@ pub async fn accept(
                     delivery,
                     installation,
                     received_at,
-                    max_concurrent: state
-                        .config
-                        .plans
-                        .get(&o.plan)
-                        .map(|p| p.max_concurrent_jobs),
-                    job_seconds_quota: state
-                        .config
-                        .plans
-                        .get(&o.plan)
+                    max_concurrent: plan.map(|p| p.max_concurrent_jobs),
+                    job_seconds_quota: plan
                         .filter(|p| p.hard_job_minutes)
                         .map(|p| p.included.job_minutes.saturating_mul(60)),
                 };
@@ -145,9 +140,9 @@ pub async fn accept(
 }
 
 /// Whether this delivery exceeds the org's webhook rate (see [`crate::billing::limits`]).
-async fn over_rate_limit(state: &AppState, org: OrgId, plan: &str) -> bool {
+async fn over_rate_limit(state: &AppState, org: OrgId, plan: Option<&PlanConfig>) -> bool {
     use crate::billing::limits::{Decision, Limit};
-    let Some(p) = state.config.plans.get(plan) else {
+    let Some(p) = plan else {
         return false;
     };
     let limit = Limit {

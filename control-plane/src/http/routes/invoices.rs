@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -164,11 +164,7 @@ async fn get_invoice(
             draft(compute(&state, scope.db.pool(), scope.id().0, &scope.org.plan, p).await?)
         }
     };
-    let wants_csv = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/csv"));
-    if wants_csv {
+    if super::usage::wants_csv(&headers) {
         let mut csv = String::from(
             "period,status,number,metric,quantity,included,billable,unit_price_micros,amount_minor,currency\r\n",
         );
@@ -195,17 +191,7 @@ async fn get_invoice(
             out.total,
             out.currency
         ));
-        return Ok((
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"invoice.csv\"",
-                ),
-            ],
-            csv,
-        )
-            .into_response());
+        return Ok(super::usage::csv_response(csv, "invoice.csv"));
     }
     Ok(Json(out).into_response())
 }

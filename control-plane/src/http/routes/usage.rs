@@ -160,11 +160,7 @@ async fn get_usage(
     } else {
         db::usage::hourly(&scope.db, from, to, by_repo).await?
     };
-    let wants_csv = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/csv"));
-    if wants_csv {
+    if wants_csv(&headers) {
         return Ok(csv(&rows));
     }
     Ok(Json(UsageOut {
@@ -183,6 +179,29 @@ async fn get_usage(
             .collect(),
     })
     .into_response())
+}
+
+/// Whether the client asked for CSV (`Accept: text/csv`).
+pub fn wants_csv(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/csv"))
+}
+
+/// A CSV document, as a download named `filename`.
+pub fn csv_response(body: String, filename: &str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// A CSV field, quoted when it needs to be (RFC 4180).
@@ -206,15 +225,5 @@ fn csv(rows: &[UsageRow]) -> Response {
             r.quantity
         ));
     }
-    (
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"usage.csv\"",
-            ),
-        ],
-        out,
-    )
-        .into_response()
+    csv_response(out, "usage.csv")
 }

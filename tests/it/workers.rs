@@ -750,13 +750,22 @@ async fn kill_9_of_a_busy_worker_ends_every_job_once_with_one_comment_each() {
     let dir = tempfile::tempdir().unwrap();
     let org = app.create_org(US).await["id"].as_i64().unwrap();
     let inst = install_for(&app, org).await;
-    let command = "sleep 1; echo done $SWITCHYARD_JOB_ID";
+    // Every third job is held until the release file exists, so the doomed worker's slots fill
+    // with jobs that cannot finish before the kill however slow the machine is; the others take
+    // a second, so some may be killed past their comment.
+    let release = dir.path().join("release");
+    let command = format!(
+        "if [ $((SWITCHYARD_TARGET_NUMBER % 3)) -eq 0 ]; then \
+         while [ ! -e {release} ]; do sleep 0.1; done; else sleep 1; fi; \
+         echo done $SWITCHYARD_JOB_ID",
+        release = release.display()
+    );
+    let command = command.as_str();
     let mut doomed = WorkerProcess::start(&app, dir.path(), "doomed", command, "");
     let mut ids = HashSet::new();
     for n in 1..=JOBS {
         ids.insert(job_on_issue(&app, inst, n).await);
     }
-    // Kill it while it holds jobs, some of them past their comment.
     wait_for(
         "the worker to run jobs",
         Duration::from_secs(60),
@@ -780,6 +789,7 @@ async fn kill_9_of_a_busy_worker_ends_every_job_once_with_one_comment_each() {
         .collect();
     assert!(!at_kill.is_empty());
 
+    std::fs::write(&release, b"").unwrap();
     let _survivor = WorkerProcess::start(&app, dir.path(), "survivor", command, "");
     let histories = wait_for("every job to succeed", Duration::from_secs(120), || async {
         let h = job_histories(&app, org).await;

@@ -342,6 +342,66 @@ async fn malformed_input_is_a_problem_document() {
     assert_eq!(r.status(), 400);
 }
 
+/// GitHub sends every webhook of the App to one URL; an org of another region still has its
+/// job run there: the US intake publishes to the EU JetStream domain over the leafnode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eu_orgs_webhook_taken_by_the_us_intake_runs_on_an_eu_worker_and_stays_in_eu_shards() {
+    let app = TestApp::spawn().await;
+    let eu_org = app.create_org(EU).await["id"].as_i64().unwrap();
+    let inst = new_installation();
+    app.bind_installation(EU, eu_org, inst).await;
+    let delivery = new_delivery();
+    let r = app
+        .send_webhook(US, "issues", &delivery, &labeled_issue(inst, "bot"))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let job_id = r.body["jobs"][0].as_str().expect("a job").to_owned();
+
+    let path = format!("/v1/orgs/{eu_org}/jobs/{job_id}");
+    let job = wait_for("the job to succeed", Duration::from_secs(30), || async {
+        let r = app.get(EU, &path, OPERATOR_TOKEN).await;
+        (r.status == 200 && r.body["status"] == "succeeded").then_some(r.body)
+    })
+    .await;
+    assert_eq!(job["attempts"], 1, "{job}");
+    let eu = &app.regions[EU];
+    let us = &app.regions[US];
+    let rows = job_rows(&eu.shard, eu_org).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        rows[0].2.as_deref(),
+        Some(eu.worker_id.as_str()),
+        "run in eu"
+    );
+    wait_for(
+        "the delivery to be recorded in the eu shard",
+        Duration::from_secs(10),
+        || async { (count(&eu.shard, "delivery", eu_org).await == 1).then_some(()) },
+    )
+    .await;
+    for table in [
+        "tenant",
+        "trigger_rule",
+        "delivery",
+        "job",
+        "job_event",
+        "usage_event",
+    ] {
+        assert_eq!(
+            count(&us.shard, table, eu_org).await,
+            0,
+            "{table} of the eu org in the us shard"
+        );
+    }
+    // Its API calls to the US control plane are sent home.
+    let r = app.get(US, &path, OPERATOR_TOKEN).await;
+    assert_eq!(r.status, 307);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("{}{path}", eu.url).as_str())
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_orgs_are_404_and_orgs_of_another_region_redirect_there() {
     let app = TestApp::spawn().await;

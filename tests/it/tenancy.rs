@@ -26,6 +26,59 @@ async fn org_count(app: &TestApp, slug: &str) -> i64 {
         .unwrap()
 }
 
+/// Clients that hang up mid-request (a timeout, a closed laptop) never leave a half-created
+/// org: the saga runs to its end, or compensates, whatever happens to the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onboarding_cut_off_by_the_client_leaves_no_half_created_org() {
+    let app = TestApp::spawn().await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(3))
+        .build()
+        .unwrap();
+    let mut cut = 0;
+    for i in 0..40 {
+        let slug = format!(
+            "cut-{i}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let sent = impatient
+            .post(app.url(US, "/v1/orgs"))
+            .bearer_auth(OPERATOR_TOKEN)
+            .json(
+                &json!({"slug": slug, "name": "Cut", "region": US, "plan": "team",
+                          "owner_email": format!("o@{slug}.example")}),
+            )
+            .send()
+            .await;
+        cut += usize::from(sent.is_err());
+    }
+    assert!(cut > 0, "some requests were cut off");
+    let shard = &app.regions[US].shard;
+    wait_for("every saga to end", Duration::from_secs(30), || async {
+        let creating: i64 =
+            sqlx::query_scalar("select count(*) from org where status = 'creating'")
+                .fetch_one(&app.catalog)
+                .await
+                .unwrap();
+        (creating == 0).then_some(())
+    })
+    .await;
+    let active: Vec<i64> = sqlx::query_scalar("select id from org where status = 'active'")
+        .fetch_all(&app.catalog)
+        .await
+        .unwrap();
+    let tenants: Vec<i64> = sqlx::query_scalar("select org_id from tenant order by org_id")
+        .fetch_all(shard)
+        .await
+        .unwrap();
+    let mut active_sorted = active.clone();
+    active_sorted.sort_unstable();
+    assert_eq!(
+        tenants, active_sorted,
+        "a tenant row for every active org, and only for them"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_shard_step_undoes_the_catalog_row_and_the_slug_stays_free() {
     let app = TestApp::spawn().await;

@@ -156,24 +156,52 @@ async fn create_org(
         }
     }
     let new = validate(&state, &input).await?;
-
-    let idem = match headers.get("idempotency-key") {
+    let key = match headers.get("idempotency-key") {
         None => None,
-        Some(v) => {
-            let key = v
-                .to_str()
+        Some(v) => Some(
+            v.to_str()
                 .ok()
                 .filter(|k| !k.is_empty() && k.len() <= 255)
                 .ok_or_else(|| {
                     Error::BadRequest("Idempotency-Key must be 1-255 visible characters".into())
-                })?;
+                })?
+                .to_owned(),
+        ),
+    };
+    let idem = match key {
+        None => None,
+        Some(key) => {
             let scope = caller
                 .as_ref()
                 .map_or_else(|| "anonymous".to_owned(), Principal::idempotency_scope);
             let hash =
                 Sha256::digest(serde_json::to_vec(&input).map_err(Error::internal)?).to_vec();
-            match db::idempotency::begin(&state.catalog, &scope, key, &hash).await? {
-                Begin::Fresh => Some((scope, key.to_owned())),
+            Some((scope, key, hash))
+        }
+    };
+    let actor = caller
+        .as_ref()
+        .map_or_else(|| "signup".to_owned(), Principal::actor);
+    // The saga runs in a task of its own: a client that hangs up mid-request must not cancel
+    // it between two steps, which would leave a half-created org behind. It finishes — or
+    // compensates — either way.
+    tokio::spawn(onboard_detached(state, new, actor, request_id, idem))
+        .await
+        .map_err(Error::internal)?
+}
+
+async fn onboard_detached(
+    state: AppState,
+    new: onboarding::NewOrg,
+    actor: String,
+    request_id: String,
+    idem: Option<(String, String, Vec<u8>)>,
+) -> Result<Response> {
+    let idem = match idem {
+        None => None,
+        Some((scope, key, hash)) => {
+            match db::idempotency::begin(&state.catalog, &scope, &key, &hash).await? {
+                Begin::Fresh => Some((scope, key)),
                 Begin::Replay { status, body } => {
                     let status = StatusCode::from_u16(status).map_err(Error::internal)?;
                     return Ok(
@@ -194,10 +222,6 @@ async fn create_org(
             }
         }
     };
-
-    let actor = caller
-        .as_ref()
-        .map_or_else(|| "signup".to_owned(), Principal::actor);
     let result = onboarding::onboard(
         &state.catalog,
         &state.shards,

@@ -212,6 +212,20 @@ pub struct PlanConfig {
     pub webhook_rate_per_minute: u32,
     /// Webhooks an org may send at once above the sustained rate.
     pub webhook_burst: u32,
+    /// Sustained requests per minute of the whole org on the org-scoped API
+    /// (`/v1/orgs/{org}/…`); above it `429` (see `billing::limits`). Default: free 60,
+    /// team 600, enterprise 6,000.
+    pub api_rate_per_minute: u32,
+    /// Requests the org may make at once above its sustained API rate. Default: free 30,
+    /// team 120, enterprise 1,000.
+    pub api_burst: u32,
+    /// Sustained requests per minute of one API key (and the access tokens issued for it),
+    /// so that one runaway script cannot use up its org's whole budget. At most
+    /// `api_rate_per_minute`. Default: free 60, team 300, enterprise 3,000.
+    pub api_key_rate_per_minute: u32,
+    /// Requests one API key may make at once; at most `api_burst`. Default: free 30, team 60,
+    /// enterprise 500.
+    pub api_key_burst: u32,
     /// Jobs of one org that may run at once across the region's workers.
     pub max_concurrent_jobs: u32,
     /// When true, jobs beyond the included job minutes are `skipped_quota` instead of billed.
@@ -307,6 +321,10 @@ impl Config {
             let ok = plan.monthly_price_minor >= 0
                 && plan.max_concurrent_jobs > 0
                 && plan.webhook_rate_per_minute > 0
+                && plan.api_rate_per_minute > 0
+                && plan.api_burst > 0
+                && plan.api_key_rate_per_minute > 0
+                && plan.api_key_burst > 0
                 && [&plan.included, &plan.overage_micros]
                     .iter()
                     .all(|q| q.webhook_deliveries >= 0 && q.job_minutes >= 0 && q.llm_tokens >= 0);
@@ -314,6 +332,13 @@ impl Config {
                 ok,
                 &format!(
                     "plan {name}: prices and quantities must be non-negative, rates and caps positive"
+                ),
+            )?;
+            rule(
+                plan.api_key_rate_per_minute <= plan.api_rate_per_minute
+                    && plan.api_key_burst <= plan.api_burst,
+                &format!(
+                    "plan {name}: an API key's rate and burst cannot exceed its org's (api_key_* <= api_*)"
                 ),
             )?;
         }

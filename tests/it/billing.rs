@@ -807,3 +807,629 @@ async fn the_revenue_report_gathers_every_region_and_plan() {
     .await
     .assert_problem(422);
 }
+
+/// The value of the metric line that starts with `series` (labels as Prometheus writes them).
+fn metric_value(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// `RateLimit-*` headers of a response as `(limit, remaining, reset)`.
+fn budget(r: &Resp) -> Option<(u64, u64, u64)> {
+    let n = |h: &str| r.header(h).and_then(|v| v.parse().ok());
+    Some((
+        n("ratelimit-limit")?,
+        n("ratelimit-remaining")?,
+        n("ratelimit-reset")?,
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_requests_over_the_rate_limit_get_429_until_the_budget_refills() {
+    let app = TestApp::spawn_with(Options {
+        workers: false,
+        ..Options::default()
+    })
+    .await;
+    // The plan `api_limited`: the org 4 requests at once, one key 3; one more every 10 s.
+    let created = app.create_org_on(US, "api_limited").await;
+    let org = created["id"].as_i64().unwrap();
+    let owner = created["api_key"].as_str().unwrap().to_owned();
+    // The operator is not limited: its calls take nothing from the org.
+    let r = app
+        .post(
+            US,
+            &format!("/v1/orgs/{org}/api-keys"),
+            OPERATOR_TOKEN,
+            json!({"name": "second", "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(r.header("ratelimit-limit").is_none(), "{:?}", r.headers);
+    let second = r.body["api_key"].as_str().unwrap().to_owned();
+    let path = format!("/v1/orgs/{org}");
+
+    // The owner's key: its own 3 at once, each success saying what is left of the budget
+    // nearest to running out (the key's).
+    for left in [2, 1, 0] {
+        let r = app.get(US, &path, &owner).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let (limit, remaining, reset) = budget(&r).expect("RateLimit-* headers on success");
+        assert_eq!((limit, remaining), (3, left), "{:?}", r.headers);
+        assert!((1..=30).contains(&reset), "reset {reset}");
+        assert_eq!(r.header("ratelimit-policy"), Some("3;w=30"));
+    }
+    // The request that crosses the key's limit.
+    let r = app.get(US, &path, &owner).await;
+    r.assert_problem(429);
+    assert_eq!(
+        r.body["type"],
+        "https://switchyard.dev/problems/rate-limited"
+    );
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=10).contains(&retry), "Retry-After {retry}");
+    assert_eq!(budget(&r).map(|b| (b.0, b.1)), Some((3, 0)));
+    assert_eq!(
+        r.header("ratelimit-reset"),
+        Some(retry.to_string().as_str())
+    );
+    // Another key of the org has its own 3, but the org only 1 left of its 4.
+    let r = app.get(US, &path, &second).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(budget(&r).map(|b| (b.0, b.1)), Some((4, 0)));
+    let r = app.get(US, &path, &second).await;
+    r.assert_problem(429);
+    assert_eq!(r.header("ratelimit-limit"), Some("4"), "the org's limit");
+    // Other orgs and the operator are not affected.
+    let other = app.create_org_on(US, "api_limited").await;
+    let r = app
+        .get(
+            US,
+            &format!("/v1/orgs/{}", other["id"]),
+            other["api_key"].as_str().unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(app.get(US, &path, OPERATOR_TOKEN).await.status, 200);
+
+    // The first request once the budget refilled (one request's worth) is served; the next
+    // is refused again. A refused request takes nothing, so polling does not push it back.
+    let r = wait_for(
+        "the org's budget to refill",
+        Duration::from_secs(40),
+        || async {
+            let r = app.get(US, &path, &owner).await;
+            match r.status {
+                429 => None,
+                _ => Some(r),
+            }
+        },
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(budget(&r).map(|b| b.1), Some(0), "{:?}", r.headers);
+    app.get(US, &path, &owner).await.assert_problem(429);
+
+    let metrics = app
+        .call(reqwest::Method::GET, US, "/metrics", None, None)
+        .await;
+    let text = metrics.body.as_str().unwrap();
+    let limited = metric_value(
+        text,
+        "switchyard_rate_limit_decisions_total{decision=\"limited\",limit=\"api\"}",
+    );
+    assert!(limited.is_some_and(|n| n >= 3.0), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_the_api_is_not_rate_limited_and_never_fails() {
+    // Nothing listens on port 1: every Redis call fails at once.
+    let app = TestApp::spawn_with(Options {
+        redis_url: Some("redis://127.0.0.1:1".into()),
+        workers: false,
+        ..Options::default()
+    })
+    .await;
+    let created = app.create_org_on(US, "api_limited").await;
+    let org = created["id"].as_i64().unwrap();
+    let owner = created["api_key"].as_str().unwrap().to_owned();
+    // Far over the key's 3 and the org's 4: every one is served, with no budget to report.
+    for _ in 0..8 {
+        let r = app.get(US, &format!("/v1/orgs/{org}"), &owner).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.header("ratelimit-limit").is_none(), "{:?}", r.headers);
+    }
+    let metrics = app
+        .call(reqwest::Method::GET, US, "/metrics", None, None)
+        .await;
+    let text = metrics.body.as_str().unwrap();
+    assert_eq!(
+        metric_value(
+            text,
+            "switchyard_rate_limit_decisions_total{decision=\"unchecked\",limit=\"api\"}"
+        ),
+        Some(8.0),
+        "{text}"
+    );
+}
+
+/// `value × part / whole`, rounded half up: the proration rule of docs/billing.md, written
+/// out again here so that the test does not take it from the code under test.
+fn prorated(value: i64, part: i64, whole: i64) -> i64 {
+    (2 * value * part + whole) / (2 * whole)
+}
+
+/// The first day of last month and of this one (UTC).
+fn last_and_this_month() -> (chrono::NaiveDate, chrono::NaiveDate) {
+    use chrono::Datelike;
+    let this = Utc::now().date_naive().with_day(1).unwrap();
+    let last = this.pred_opt().unwrap().with_day(1).unwrap();
+    (last, this)
+}
+
+fn period_of(d: chrono::NaiveDate) -> String {
+    d.format("%Y-%m").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_change_mid_month_is_prorated_by_the_seconds_each_plan_was_in_force() {
+    let app = TestApp::spawn_with(Options {
+        workers: false,
+        ..Options::default()
+    })
+    .await;
+    let created = app.create_org(US).await;
+    let org = created["id"].as_i64().unwrap();
+    let owner = created["api_key"].as_str().unwrap().to_owned();
+    sqlx::query("update org set created_at = now() - interval '70 days' where id = $1")
+        .bind(org)
+        .execute(&app.catalog)
+        .await
+        .unwrap();
+    // The owner moves the org from team to enterprise: the change is recorded with its time,
+    // once (asking for the plan it already has records nothing).
+    for _ in 0..2 {
+        let r = app
+            .call(
+                reqwest::Method::PATCH,
+                US,
+                &format!("/v1/orgs/{org}"),
+                Some(&owner),
+                Some(json!({"plan": "enterprise"})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["plan"], "enterprise");
+    }
+    let changes: Vec<(String, String)> = sqlx::query_as(
+        "select from_plan, to_plan from org_plan_change where org_id = $1 order by id",
+    )
+    .bind(org)
+    .fetch_all(&app.catalog)
+    .await
+    .unwrap();
+    assert_eq!(changes, vec![("team".to_owned(), "enterprise".to_owned())]);
+    // Say it happened at the start of last month's 11th day, to price a closed month.
+    let (last, this) = last_and_this_month();
+    let changed_at = (last + chrono::Duration::days(10))
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc();
+    sqlx::query("update org_plan_change set changed_at = $2 where org_id = $1")
+        .bind(org)
+        .bind(changed_at)
+        .execute(&app.catalog)
+        .await
+        .unwrap();
+    // Last month's usage: 5,000 job minutes, 6,000,000 LLM tokens.
+    let mid_last = last.and_hms_opt(12, 0, 0).unwrap().and_utc() + chrono::Duration::days(3);
+    publish(
+        &app,
+        &usage_event(org, "js", Metric::JobSeconds, 5_000 * 60, mid_last),
+    )
+    .await;
+    publish(
+        &app,
+        &usage_event(org, "tok", Metric::LlmTokens, 6_000_000, mid_last),
+    )
+    .await;
+
+    let period = period_of(last);
+    let path = format!("/v1/orgs/{org}/invoices/{period}");
+    let draft = wait_for(
+        "last month's usage to be ingested",
+        Duration::from_secs(30),
+        || async {
+            let r = app.get(US, &path, &owner).await;
+            let tokens: i64 = r.body["lines"]
+                .as_array()
+                .map(|ls| {
+                    ls.iter()
+                        .filter(|l| l["metric"] == "llm_tokens")
+                        .map(|l| l["quantity"].as_i64().unwrap())
+                        .sum()
+                })
+                .unwrap_or(0);
+            let minutes: i64 = r.body["lines"]
+                .as_array()
+                .map(|ls| {
+                    ls.iter()
+                        .filter(|l| l["metric"] == "job_minutes")
+                        .map(|l| l["quantity"].as_i64().unwrap())
+                        .sum()
+                })
+                .unwrap_or(0);
+            (r.status == 200 && tokens == 6_000_000 && minutes == 5_000).then_some(r.body)
+        },
+    )
+    .await;
+    assert_eq!(draft["status"], "draft");
+    assert_eq!(draft["plan"], "enterprise", "the plan at the month's end");
+    let period_seconds = (this - last).num_days() * 86_400;
+    let team_seconds = 10 * 86_400;
+    let ent_seconds = period_seconds - team_seconds;
+    let line = |metric: &str, plan: &str| {
+        draft["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["metric"] == metric && l["proration"]["plan"] == plan)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {metric} line for {plan}: {draft}"))
+    };
+    let team_fee = line("base_fee", "team");
+    assert_eq!(team_fee["proration"]["seconds"], team_seconds);
+    assert_eq!(team_fee["proration"]["period_seconds"], period_seconds);
+    assert_eq!(
+        team_fee["amount"],
+        prorated(4_900, team_seconds, period_seconds)
+    );
+    assert_eq!(
+        line("base_fee", "enterprise")["amount"],
+        prorated(99_900, ent_seconds, period_seconds)
+    );
+    // Each plan's share of the 5,000 minutes against its prorated included minutes; team's
+    // share (10 days' worth, 3,000 × share included) is billed at team's price.
+    let team_minutes = line("job_minutes", "team");
+    let team_share = team_minutes["quantity"].as_i64().unwrap();
+    let ent_share = line("job_minutes", "enterprise")["quantity"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(team_share + ent_share, 5_000);
+    assert!((team_share * period_seconds - 5_000 * team_seconds).abs() < period_seconds);
+    let team_included = prorated(3_000, team_seconds, period_seconds);
+    assert_eq!(team_minutes["included"], team_included);
+    let billable = (team_share - team_included).max(0);
+    assert_eq!(team_minutes["billable"], billable);
+    assert_eq!(
+        team_minutes["amount"],
+        (billable * 8_000_000 + 500_000) / 1_000_000
+    );
+    let sum: i64 = draft["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["amount"].as_i64().unwrap())
+        .sum();
+    assert_eq!(draft["total"], sum);
+    assert_eq!(draft["subtotal"], sum);
+
+    // Closing the month keeps exactly those lines.
+    let r = app
+        .post(
+            US,
+            "/v1/admin/billing/close-period",
+            OPERATOR_TOKEN,
+            json!({"period": period}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["complete"], true, "{}", r.body);
+    let fin = app.get(US, &path, &owner).await.body;
+    assert_eq!(fin["status"], "finalized");
+    assert_eq!(fin["lines"], draft["lines"]);
+    assert_eq!(fin["total"], sum);
+    // CSV lines name the plan and its share.
+    let csv = app
+        .http
+        .get(app.url(US, &path))
+        .bearer_auth(&owner)
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .ends_with(",plan,plan_seconds,period_seconds"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains(&format!(
+            ",base_fee,1,0,1,4900000000,{},USD,team,{team_seconds},{period_seconds}",
+            prorated(4_900, team_seconds, period_seconds)
+        )),
+        "{csv}"
+    );
+    // The revenue report counts the org under its plan at the month's end.
+    let rev = app
+        .get(
+            US,
+            &format!("/v1/admin/reports/revenue?period={period}"),
+            OPERATOR_TOKEN,
+        )
+        .await;
+    assert_eq!(rev.status, 200, "{}", rev.body);
+    assert_eq!(rev.body["items"][0]["plan"], "enterprise", "{}", rev.body);
+    assert_eq!(rev.body["total"], sum, "{}", rev.body);
+    // This month the org is on enterprise throughout: no proration.
+    let now = app
+        .get(
+            US,
+            &format!("/v1/orgs/{org}/invoices/{}", period_of(this)),
+            &owner,
+        )
+        .await;
+    assert_eq!(now.status, 200, "{}", now.body);
+    assert!(
+        now.body["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l.get("proration").is_none()),
+        "{}",
+        now.body
+    );
+    assert_eq!(now.body["lines"][0]["amount"], 99_900);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_that_does_not_answer_is_named_while_the_others_are_reported_and_closed() {
+    let app = TestApp::spawn_with(Options {
+        workers: false,
+        ..Options::default()
+    })
+    .await;
+    let created = app.create_org(US).await;
+    let org = created["id"].as_i64().unwrap();
+    let owner = created["api_key"].as_str().unwrap().to_owned();
+    let eu = app.create_org_on(EU, "enterprise").await["id"]
+        .as_i64()
+        .unwrap();
+    for id in [org, eu] {
+        sqlx::query("update org set created_at = now() - interval '70 days' where id = $1")
+            .bind(id)
+            .execute(&app.catalog)
+            .await
+            .unwrap();
+    }
+    // A third shard where nothing listens, holding one org (a closed range: nothing new is
+    // placed on it).
+    sqlx::query(
+        "insert into shard (name, region, dsn) values ('us-east-1-9', $1, 'postgres://nobody@127.0.0.1:1/gone')",
+    )
+    .bind(US)
+    .execute(&app.catalog)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into shard_range (range_start, range_end, shard, next_id, open)
+         values (9000000, 9001000, 'us-east-1-9', 9000001, false)",
+    )
+    .execute(&app.catalog)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into org (id, slug, name, region, plan, status, created_at)
+         values (9000000, $1, 'Lost', $2, 'team', 'active', now() - interval '70 days')",
+    )
+    .bind(format!("lost-{org}"))
+    .bind(US)
+    .execute(&app.catalog)
+    .await
+    .unwrap();
+
+    // The report, from either region: the two shards that answer, and the one that does not.
+    let rev = wait_for(
+        "the control plane to know the new shard",
+        Duration::from_secs(60),
+        || async {
+            let r = app
+                .get(EU, "/v1/admin/reports/revenue", OPERATOR_TOKEN)
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            // Until the map is reloaded, the org is one no range holds (`unrouted`).
+            (r.body["missing_shards"][0]["shard"] == "us-east-1-9").then_some(r.body)
+        },
+    )
+    .await;
+    assert_eq!(rev["complete"], false);
+    assert_eq!(rev["missing_shards"].as_array().unwrap().len(), 1, "{rev}");
+    let missing = &rev["missing_shards"][0];
+    assert_eq!(missing["shard"], "us-east-1-9", "{rev}");
+    assert_eq!(missing["orgs"], 1);
+    assert!(
+        ["down", "unavailable", "timeout"].contains(&missing["reason"].as_str().unwrap()),
+        "{rev}"
+    );
+    assert_eq!(rev["total"], 4_900 + 99_900, "{rev}");
+
+    // Closing last month: what answers is finalized, the missing shard is named.
+    let period = period_of(last_and_this_month().0);
+    let r = app
+        .post(
+            US,
+            "/v1/admin/billing/close-period",
+            OPERATOR_TOKEN,
+            json!({"period": period}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["complete"], false, "{}", r.body);
+    assert_eq!(r.body["orgs"], 3);
+    assert_eq!(r.body["finalized"], 2, "{}", r.body);
+    assert_eq!(r.body["missing_shards"][0]["shard"], "us-east-1-9");
+    let shards: Vec<&str> = r.body["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["shard"].as_str().unwrap())
+        .collect();
+    assert_eq!(shards, vec!["eu-west-1-0", "us-east-1-0"]);
+    let inv = app
+        .get(US, &format!("/v1/orgs/{org}/invoices/{period}"), &owner)
+        .await;
+    assert_eq!(inv.body["status"], "finalized", "{}", inv.body);
+    // Again: nothing new where it is done, the missing shard still named.
+    let again = app
+        .post(
+            US,
+            "/v1/admin/billing/close-period",
+            OPERATOR_TOKEN,
+            json!({"period": period}),
+        )
+        .await;
+    assert_eq!(
+        (
+            again.body["finalized"].as_u64(),
+            again.body["already_finalized"].as_u64()
+        ),
+        (Some(0), Some(2)),
+        "{}",
+        again.body
+    );
+    assert_eq!(again.body["missing_shards"][0]["shard"], "us-east-1-9");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finalized_invoices_job_minutes_are_its_finished_jobs_seconds_over_60_rounded_up() {
+    let app = TestApp::spawn().await;
+    let created = app.create_org(US).await;
+    let org = created["id"].as_i64().unwrap();
+    let owner = created["api_key"].as_str().unwrap().to_owned();
+    sqlx::query("update org set created_at = now() - interval '70 days' where id = $1")
+        .bind(org)
+        .execute(&app.catalog)
+        .await
+        .unwrap();
+    let inst = new_installation();
+    app.bind_installation(US, org, inst).await;
+    for _ in 0..3 {
+        let r = app
+            .send_webhook(US, "issues", &new_delivery(), &labeled_issue(inst, "bot"))
+            .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    let shard = &app.regions[US].shard;
+    let finished = || async {
+        let rows: Vec<JobTimes> =
+            sqlx::query_as("select started_at, finished_at, status from job where org_id = $1")
+                .bind(org)
+                .fetch_all(shard)
+                .await
+                .unwrap();
+        rows
+    };
+    wait_for("the jobs to finish", Duration::from_secs(30), || async {
+        let rows = finished().await;
+        (rows.len() == 3 && rows.iter().all(|r| r.2 == "succeeded")).then_some(())
+    })
+    .await;
+    let seconds = |rows: &[JobTimes]| -> i64 {
+        rows.iter()
+            .map(|r| billable_seconds(r.0.unwrap(), r.1.unwrap()))
+            .sum()
+    };
+    let want = seconds(&finished().await);
+    wait_for(
+        "the job seconds to be ingested",
+        Duration::from_secs(30),
+        || async {
+            (quantity(&report(&app, org, &owner, "").await, "job_seconds") == want).then_some(())
+        },
+    )
+    .await;
+    // Move what happened into the middle of last month — the jobs and their usage together,
+    // the rollup rebuilt from the events — so that the month can be closed.
+    let (last, _) = last_and_this_month();
+    let mid = (last + chrono::Duration::days(14))
+        .and_hms_opt(12, 0, 0)
+        .unwrap()
+        .and_utc();
+    let base: DateTime<Utc> =
+        sqlx::query_scalar("select min(at) from usage_event where org_id = $1")
+            .bind(org)
+            .fetch_one(shard)
+            .await
+            .unwrap();
+    for sql in [
+        "update job set started_at = $2 + (started_at - $3), finished_at = $2 + (finished_at - $3),
+                        created_at = $2 + (created_at - $3) where org_id = $1",
+        "update usage_event set at = $2 + (at - $3) where org_id = $1",
+    ] {
+        sqlx::query(sql)
+            .bind(org)
+            .bind(mid)
+            .bind(base)
+            .execute(shard)
+            .await
+            .unwrap();
+    }
+    let db = control_plane::db::OrgDb::for_org(&app.regions[US].state.shards, OrgId(org)).unwrap();
+    let tomorrow = Utc::now().date_naive().succ_opt().unwrap();
+    control_plane::db::usage::rebuild(&db, last, tomorrow)
+        .await
+        .unwrap();
+
+    let period = period_of(last);
+    let r = app
+        .post(
+            US,
+            "/v1/admin/billing/close-period",
+            OPERATOR_TOKEN,
+            json!({"period": period}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let inv = app
+        .get(US, &format!("/v1/orgs/{org}/invoices/{period}"), &owner)
+        .await
+        .body;
+    assert_eq!(inv["status"], "finalized", "{inv}");
+    // The finished jobs of the month, from the jobs themselves.
+    let (start, end) = (
+        last.and_hms_opt(0, 0, 0).unwrap().and_utc(),
+        last_and_this_month()
+            .1
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc(),
+    );
+    let jobs: Vec<JobTimes> = sqlx::query_as(
+        "select started_at, finished_at, status from job
+         where org_id = $1 and finished_at >= $2 and finished_at < $3 and started_at is not null",
+    )
+    .bind(org)
+    .bind(start)
+    .bind(end)
+    .fetch_all(shard)
+    .await
+    .unwrap();
+    assert_eq!(jobs.len(), 3);
+    let minutes: i64 = inv["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["metric"] == "job_minutes")
+        .map(|l| l["quantity"].as_i64().unwrap())
+        .sum();
+    assert_eq!(minutes, (seconds(&jobs) + 59) / 60, "{inv}");
+    assert!(minutes >= 1);
+}

@@ -12,6 +12,7 @@ use crate::auth::{self, Principal};
 use crate::db::{self, OrgDb, orgs::OrgRow};
 use crate::error::{Error, FieldError};
 pub use crate::http::middleware::RequestId;
+use crate::http::rate_limit::{self, RateLimitSlot};
 use crate::state::AppState;
 
 /// A JSON body: `415` if not JSON, `413` over the size limit, `400` if malformed, `422` with
@@ -163,8 +164,9 @@ fn bearer(parts: &Parts) -> Option<&str> {
 
 /// The org of an `/v1/orgs/{org}/…` route, resolved for the caller:
 /// `401` without credentials; `404` if the org does not exist, is still being created, or is
-/// not the caller's; `307` to the org's home region if this is not it. What the caller may do
-/// there is then asked of [`crate::authz::require`].
+/// not the caller's; `307` to the org's home region if this is not it; `429` over the org's or
+/// the key's API rate limit ([`crate::http::rate_limit`]). What the caller may do there is
+/// then asked of [`crate::authz::require`].
 #[derive(Clone, Debug)]
 pub struct OrgScope {
     pub org: OrgRow,
@@ -217,6 +219,8 @@ impl FromRequestParts<AppState> for OrgScope {
         }
         let db = OrgDb::for_org(&state.shards, id)?;
         tracing::Span::current().record("org_id", id.0);
+        let slot = parts.extensions.get::<RateLimitSlot>();
+        rate_limit::take(state, id, &org.plan, &principal, slot).await?;
         Ok(OrgScope { org, principal, db })
     }
 }

@@ -61,3 +61,59 @@ impl Modify for Bearer {
         );
     }
 }
+
+/// Documents the API rate limit ([`crate::http::rate_limit`]) on every org-scoped operation:
+/// the `429` problem with `Retry-After` and `RateLimit-*`, which the org scope extractor can
+/// answer on any of them. Added to the merged document, where the paths are known.
+pub fn document_rate_limit(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{Content, Header, Ref, ResponseBuilder};
+    let header = |description: &str| {
+        let mut h = Header::new(ObjectBuilder::new().schema_type(Type::Integer));
+        h.description = Some(description.to_owned());
+        h
+    };
+    let response = ResponseBuilder::new()
+        .description(
+            "Over the org's or the API key's rate limit (plan `api_*`); retry after \
+             `Retry-After` seconds",
+        )
+        .content(
+            "application/problem+json",
+            Content::new(Some(Ref::from_schema_name("Problem"))),
+        )
+        .header(
+            "Retry-After",
+            header("Seconds until a request is allowed again"),
+        )
+        .header(
+            "RateLimit-Limit",
+            header("Requests the budget holds at once"),
+        )
+        .header("RateLimit-Remaining", header("Requests left now (0)"))
+        .header(
+            "RateLimit-Reset",
+            header("Seconds until a request is allowed again"),
+        )
+        .build();
+    for (path, item) in &mut doc.paths.paths {
+        if !path.starts_with("/v1/orgs/{org}") {
+            continue;
+        }
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            op.responses
+                .responses
+                .entry("429".to_owned())
+                .or_insert_with(|| response.clone().into());
+        }
+    }
+}

@@ -149,8 +149,10 @@ async fn over_rate_limit(state: &AppState, org: OrgId, plan: Option<&PlanConfig>
         per_minute: p.webhook_rate_per_minute,
         burst: p.webhook_burst,
     };
-    match state.limiter.webhook(org, limit).await {
-        Decision::Limited { retry_after } => {
+    let decision = state.limiter.webhook(org, limit).await;
+    state.metrics.count_rate_limit("webhook", &decision);
+    match decision {
+        Decision::Limited { retry_after, .. } => {
             tracing::info!(org_id = %org, retry_after_ms = retry_after.as_millis() as u64, "webhook over the org's rate limit; no jobs made");
             true
         }

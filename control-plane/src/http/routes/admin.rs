@@ -8,8 +8,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::authz::{self, Action, Scope};
+use crate::billing::invoice::{CURRENCY, Period};
+use crate::billing::invoicing::{self, MissingShard};
 use crate::db;
-use crate::error::{Problem, Result};
+use crate::error::{Error, FieldError, Problem, Result};
 use crate::http::extract::{Caller, JsonBody};
 use crate::state::AppState;
 
@@ -238,19 +240,35 @@ pub struct ClosePeriodOut {
     pub finalized: u64,
     /// Invoices finalized by an earlier call, left as they were.
     pub already_finalized: u64,
+    /// Whether every shard answered: when not, `missing_shards` names those whose orgs are
+    /// not finalized yet; the rest are, and calling again finishes the period.
+    pub complete: bool,
+    /// Shards that did not answer or failed, with their orgs of the period.
+    pub missing_shards: Vec<MissingShard>,
+    /// What each answering shard finalized.
+    pub shards: Vec<ShardClosedOut>,
 }
 
-/// Finalizes every org's invoice of an ended period, across all shards: numbered, stored,
-/// immutable from then on. Calling it again finalizes only what is missing (operator).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ShardClosedOut {
+    pub shard: String,
+    pub orgs: u64,
+    pub finalized: u64,
+    pub already_finalized: u64,
+}
+
+/// Finalizes every org's invoice of an ended period, all shards at once: numbered, stored,
+/// immutable from then on. A shard that does not answer is named in `missing_shards` and the
+/// others are finalized; calling it again finalizes only what is missing (operator).
 #[utoipa::path(
     post, path = "/v1/admin/billing/close-period", tag = "platform",
     request_body = ClosePeriodIn,
     responses(
-        (status = 200, body = ClosePeriodOut),
+        (status = 200, description = "Closed on every shard that answered (`complete` says whether all did)", body = ClosePeriodOut),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The period has not ended", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A shard did not answer; what was finalized stays, call again", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The catalog did not answer", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -259,8 +277,6 @@ async fn close_period(
     Caller(caller): Caller,
     JsonBody(input): JsonBody<ClosePeriodIn>,
 ) -> Result<Json<ClosePeriodOut>> {
-    use crate::billing::invoice::Period;
-    use crate::error::{Error, FieldError};
     authz::require(&state, Scope::Platform(&caller), Action::Platform).await?;
     let period = Period::parse(&input.period)
         .ok_or_else(|| Error::Invalid(vec![FieldError::new("period", "expected YYYY-MM")]))?;
@@ -270,33 +286,49 @@ async fn close_period(
             "{period} has not ended; it can be closed from its last day's end on"
         )));
     }
-    let end = period
-        .end()
-        .map(crate::http::routes::invoices::midnight)
-        .ok_or_else(|| Error::internal("a period without an end"))?;
+    let (start, end) = invoicing::bounds(period)?;
     let orgs = db::orgs::billable(&state.catalog, end).await?;
-    let mut out = ClosePeriodOut {
+    let changes = db::plan_changes::since(&state.catalog, start).await?;
+    let n = orgs.len() as u64;
+    let (plans, ch) = (&state.config.plans, &changes);
+    let (done, missing_shards) =
+        invoicing::per_shard(
+            &state.shards,
+            orgs,
+            invoicing::shard_deadline(state.config.server.request_timeout),
+            move |shard, orgs| async move {
+                invoicing::close_shard(plans, &shard, orgs, period, ch).await
+            },
+        )
+        .await;
+    let shards: Vec<ShardClosedOut> = done
+        .into_iter()
+        .map(|(shard, c)| ShardClosedOut {
+            shard,
+            orgs: c.orgs,
+            finalized: c.finalized,
+            already_finalized: c.already_finalized,
+        })
+        .collect();
+    let out = ClosePeriodOut {
         period: period.to_string(),
-        orgs: orgs.len() as u64,
-        finalized: 0,
-        already_finalized: 0,
+        orgs: n,
+        finalized: shards.iter().map(|s| s.finalized).sum(),
+        already_finalized: shards.iter().map(|s| s.already_finalized).sum(),
+        complete: missing_shards.is_empty(),
+        missing_shards,
+        shards,
     };
-    for db::orgs::Billable { id: org, plan, .. } in orgs {
-        let Some(shard) = state.shards.route(protocol::OrgId(org)) else {
-            return Err(Error::Unavailable {
-                what: "the shard map",
-                retry_after: 5,
-            });
-        };
-        let inv =
-            crate::http::routes::invoices::compute(&state, &shard.pool, org, &plan, period).await?;
-        if db::invoices::finalize(&shard.pool, org, &inv).await? {
-            out.finalized += 1;
-        } else {
-            out.already_finalized += 1;
-        }
+    if out.complete {
+        tracing::info!(period = %out.period, finalized = out.finalized, already = out.already_finalized, "billing period closed");
+    } else {
+        let missing: Vec<&str> = out
+            .missing_shards
+            .iter()
+            .map(|m| m.shard.as_str())
+            .collect();
+        tracing::warn!(period = %out.period, finalized = out.finalized, missing = ?missing, "billing period closed but for shards that did not answer; close it again");
     }
-    tracing::info!(period = %out.period, finalized = out.finalized, already = out.already_finalized, "billing period closed");
     Ok(Json(out))
 }
 
@@ -325,10 +357,17 @@ pub struct RevenueOut {
     pub items: Vec<RevenueRowOut>,
     /// Minor units.
     pub total: i64,
+    /// Whether every shard answered; when not, `items` and `total` lack the orgs of
+    /// `missing_shards`.
+    pub complete: bool,
+    /// Shards that did not answer or failed, with how many orgs of the period they hold.
+    pub missing_shards: Vec<MissingShard>,
 }
 
-/// Revenue of a month by plan and region, gathered from every org's invoice across all
-/// shards: the finalized invoice where the month is closed, the draft otherwise (operator).
+/// Revenue of a month by plan and region, gathered from every org's invoice on all shards at
+/// once: the finalized invoice where the month is closed, the draft otherwise. An org counts
+/// under its invoice's plan (the one in force at the month's end). A shard that does not answer
+/// is named in `missing_shards` (operator).
 #[utoipa::path(
     get, path = "/v1/admin/reports/revenue", tag = "platform",
     params(RevenueQuery),
@@ -346,54 +385,39 @@ async fn revenue_report(
 ) -> Result<Json<RevenueOut>> {
     use std::collections::BTreeMap;
 
-    use crate::billing::invoice::{CURRENCY, Period};
-    use crate::error::{Error, FieldError};
     authz::require(&state, Scope::Platform(&caller), Action::Platform).await?;
     let period = match q.period.as_deref() {
         Some(p) => Period::parse(p)
             .ok_or_else(|| Error::Invalid(vec![FieldError::new("period", "expected YYYY-MM")]))?,
         None => Period::of(chrono::Utc::now().date_naive()),
     };
-    let end = period
-        .end()
-        .map(crate::http::routes::invoices::midnight)
-        .ok_or_else(|| Error::internal("a period without an end"))?;
+    let (start, end) = invoicing::bounds(period)?;
     let orgs = db::orgs::billable(&state.catalog, end).await?;
+    let changes = db::plan_changes::since(&state.catalog, start).await?;
+    let (plans, ch) = (&state.config.plans, &changes);
+    let (done, missing_shards) = invoicing::per_shard(
+        &state.shards,
+        orgs,
+        invoicing::shard_deadline(state.config.server.request_timeout),
+        move |shard, orgs| async move {
+            invoicing::shard_invoices(plans, &shard, orgs, period, ch).await
+        },
+    )
+    .await;
     let mut rows: BTreeMap<(String, String), RevenueRowOut> = BTreeMap::new();
-    for org in orgs {
-        let Some(shard) = state.shards.route(protocol::OrgId(org.id)) else {
-            return Err(Error::Unavailable {
-                what: "the shard map",
-                retry_after: 5,
-            });
-        };
-        let db = db::OrgDb::for_org(&state.shards, protocol::OrgId(org.id))?;
-        let (total, finalized) = match db::invoices::get(&db, &period.to_string()).await? {
-            Some(inv) => (inv.total_minor, true),
-            None => {
-                let inv = crate::http::routes::invoices::compute(
-                    &state,
-                    &shard.pool,
-                    org.id,
-                    &org.plan,
-                    period,
-                )
-                .await?;
-                (inv.total_minor, false)
-            }
-        };
+    for c in done.into_iter().flat_map(|(_, counted)| counted) {
         let row = rows
-            .entry((org.plan.clone(), org.region.clone()))
+            .entry((c.plan.clone(), c.org.region.clone()))
             .or_insert_with(|| RevenueRowOut {
-                plan: org.plan.clone(),
-                region: org.region.clone(),
+                plan: c.plan.clone(),
+                region: c.org.region.clone(),
                 orgs: 0,
                 total: 0,
                 finalized: 0,
             });
         row.orgs += 1;
-        row.total = row.total.saturating_add(total);
-        row.finalized += u64::from(finalized);
+        row.total = row.total.saturating_add(c.total);
+        row.finalized += u64::from(c.finalized);
     }
     let items: Vec<RevenueRowOut> = rows.into_values().collect();
     let total = items.iter().map(|r| r.total).sum();
@@ -402,5 +426,7 @@ async fn revenue_report(
         currency: CURRENCY.to_owned(),
         items,
         total,
+        complete: missing_shards.is_empty(),
+        missing_shards,
     }))
 }

@@ -5,15 +5,15 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, NaiveTime, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::authz::{self, Action, Scope};
-use crate::billing::invoice::{self, CURRENCY, Line, Period};
+use crate::billing::invoice::{Line, Period};
+use crate::billing::invoicing;
 use crate::db;
 use crate::db::invoices::StoredInvoice;
 use crate::error::{Error, FieldError, Problem, Result};
@@ -65,36 +65,6 @@ impl From<StoredInvoice> for InvoiceOut {
     }
 }
 
-/// The org's invoice of `period` as it stands: priced from the period's usage rollup with
-/// the org's plan.
-pub async fn compute(
-    state: &AppState,
-    pool: &PgPool,
-    org: i64,
-    plan_name: &str,
-    period: Period,
-) -> Result<StoredInvoice> {
-    let (Some(from), Some(to)) = (period.start(), period.end()) else {
-        return Err(Error::internal("a period without dates"));
-    };
-    let plan =
-        state.config.plans.get(plan_name).ok_or_else(|| {
-            Error::internal(format!("the org's plan {plan_name} is not configured"))
-        })?;
-    let totals = db::invoices::totals(pool, org, from, to).await?;
-    let (lines, subtotal) = invoice::price(plan, totals);
-    Ok(StoredInvoice {
-        period: period.to_string(),
-        number: invoice::number(org, period),
-        plan: plan_name.to_owned(),
-        currency: CURRENCY.to_owned(),
-        lines,
-        subtotal_minor: subtotal,
-        total_minor: subtotal,
-        finalized_at: Utc::now(),
-    })
-}
-
 fn draft(i: StoredInvoice) -> InvoiceOut {
     InvoiceOut {
         status: "draft".into(),
@@ -123,7 +93,8 @@ async fn list_invoices(
     let created = Period::of(scope.org.created_at.date_naive());
     for p in [current, current.previous()] {
         if p >= created && !stored.iter().any(|s| s.period == p.to_string()) {
-            let inv = compute(&state, scope.db.pool(), scope.id().0, &scope.org.plan, p).await?;
+            let inv = invoicing::compute(&state, scope.db.pool(), scope.id().0, &scope.org.plan, p)
+                .await?;
             items.push(draft(inv));
         }
     }
@@ -161,16 +132,30 @@ async fn get_invoice(
             if p > current || p < created {
                 return Err(Error::NotFound);
             }
-            draft(compute(&state, scope.db.pool(), scope.id().0, &scope.org.plan, p).await?)
+            draft(
+                invoicing::compute(&state, scope.db.pool(), scope.id().0, &scope.org.plan, p)
+                    .await?,
+            )
         }
     };
     if super::usage::wants_csv(&headers) {
         let mut csv = String::from(
-            "period,status,number,metric,quantity,included,billable,unit_price_micros,amount_minor,currency\r\n",
+            "period,status,number,metric,quantity,included,billable,unit_price_micros,amount_minor,currency,plan,plan_seconds,period_seconds\r\n",
         );
         for l in &out.lines {
+            // The plan columns are set on the lines of a month prorated between plans.
+            let (plan, seconds, period_seconds) = l.proration.as_ref().map_or_else(
+                || (String::new(), String::new(), String::new()),
+                |p| {
+                    (
+                        p.plan.clone(),
+                        p.seconds.to_string(),
+                        p.period_seconds.to_string(),
+                    )
+                },
+            );
             csv.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{}\r\n",
+                "{},{},{},{},{},{},{},{},{},{},{plan},{seconds},{period_seconds}\r\n",
                 out.period,
                 out.status,
                 out.number.as_deref().unwrap_or(""),
@@ -184,7 +169,7 @@ async fn get_invoice(
             ));
         }
         csv.push_str(&format!(
-            "{},{},{},total,,,,,{},{}\r\n",
+            "{},{},{},total,,,,,{},{},,,\r\n",
             out.period,
             out.status,
             out.number.as_deref().unwrap_or(""),
@@ -194,9 +179,4 @@ async fn get_invoice(
         return Ok(super::usage::csv_response(csv, "invoice.csv"));
     }
     Ok(Json(out).into_response())
-}
-
-/// Midnight UTC starting `day`.
-pub fn midnight(day: chrono::NaiveDate) -> DateTime<Utc> {
-    day.and_time(NaiveTime::MIN).and_utc()
 }

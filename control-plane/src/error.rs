@@ -35,6 +35,8 @@ pub struct RateLimit {
     /// Seconds until the limit is fully restored.
     pub reset: u64,
     pub retry_after: u64,
+    /// Seconds an empty budget takes to fill up (`w` of `RateLimit-Policy`).
+    pub window: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +77,10 @@ pub enum Error {
         what: &'static str,
         retry_after: u64,
     },
+    /// 503: the shard holding the org does not answer (its circuit breaker is open); every
+    /// other shard's orgs are served as before.
+    #[error("the database shard holding this org ({shard}) is unavailable")]
+    ShardDown { shard: String, retry_after: u64 },
     /// 307: the org lives in another region; `location` is the same path there.
     #[error("this org lives in region {region}")]
     WrongRegion { region: String, location: String },
@@ -104,7 +110,7 @@ impl Error {
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable { .. } | Error::ShardDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::WrongRegion { .. } => StatusCode::TEMPORARY_REDIRECT,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -123,6 +129,7 @@ impl Error {
             Error::Invalid(_) => "invalid-request",
             Error::RateLimited(_) => "rate-limited",
             Error::Unavailable { .. } => "unavailable",
+            Error::ShardDown { .. } => "shard-unavailable",
             Error::WrongRegion { .. } => "wrong-region",
             Error::Internal(_) => "internal",
         }
@@ -171,7 +178,7 @@ impl IntoResponse for Error {
             HeaderValue::from_static("application/problem+json"),
         );
         match &self {
-            Error::Unavailable { retry_after, .. } => {
+            Error::Unavailable { retry_after, .. } | Error::ShardDown { retry_after, .. } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             Error::RateLimited(rl) => {
@@ -179,6 +186,9 @@ impl IntoResponse for Error {
                 h.insert("ratelimit-limit", HeaderValue::from(rl.limit));
                 h.insert("ratelimit-remaining", HeaderValue::from(rl.remaining));
                 h.insert("ratelimit-reset", HeaderValue::from(rl.reset));
+                if let Ok(v) = HeaderValue::from_str(&format!("{};w={}", rl.limit, rl.window)) {
+                    h.insert("ratelimit-policy", v);
+                }
             }
             Error::WrongRegion { location, region } => {
                 if let Ok(v) = HeaderValue::from_str(location) {
@@ -234,10 +244,13 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
         sqlx::Error::Database(db) => {
             // 57P01 admin_shutdown, 57P03 cannot_connect_now, 53300 too_many_connections,
-            // 57014 query_canceled (statement timeout), 08xxx connection exceptions.
+            // 57014 query_canceled (statement timeout), 08xxx connection exceptions, SY001 the
+            // org's range has just moved to another shard (a retry finds it there).
             db.code().is_some_and(|c| {
-                matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "53300" | "57014")
-                    || c.starts_with("08")
+                matches!(
+                    c.as_ref(),
+                    "57P01" | "57P02" | "57P03" | "53300" | "57014" | "SY001"
+                ) || c.starts_with("08")
             })
         }
         _ => false,
@@ -291,10 +304,14 @@ mod tests {
             remaining: 0,
             reset: 6,
             retry_after: 6,
+            window: 60,
         })
         .into_response();
         assert_eq!(resp.headers()[header::RETRY_AFTER], "6");
         assert_eq!(resp.headers()["ratelimit-remaining"], "0");
+        assert_eq!(resp.headers()["ratelimit-limit"], "10");
+        assert_eq!(resp.headers()["ratelimit-reset"], "6");
+        assert_eq!(resp.headers()["ratelimit-policy"], "10;w=60");
     }
 
     #[tokio::test]

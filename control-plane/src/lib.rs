@@ -27,6 +27,7 @@ pub mod github;
 pub mod http;
 pub mod intake;
 pub mod queue;
+pub mod sharding;
 pub mod state;
 pub mod telemetry;
 pub mod tenancy;
@@ -134,6 +135,7 @@ pub async fn run(
     tasks.spawn(queue::ingester::run(state.clone(), shutdown.clone()));
     tasks.spawn(listen_for_invalidations(state.clone(), shutdown.clone()));
     tasks.spawn(refresh_shard_map(state.clone(), shutdown.clone()));
+    tasks.spawn(watch_shards(state.clone(), shutdown.clone()));
     tasks.spawn(tenancy::audit::run(
         state.catalog.clone(),
         state.shards.clone(),
@@ -177,6 +179,26 @@ async fn listen_for_invalidations(state: AppState, shutdown: CancellationToken) 
             Err(e) => tracing::warn!(error = %e, "undecodable cache invalidation"),
         }
     }
+}
+
+/// The per-shard circuit breakers: every shard probed on a schedule, `shard_up` exported.
+async fn watch_shards(state: AppState, shutdown: CancellationToken) {
+    let db = &state.config.database;
+    let metrics = state.metrics.clone();
+    state
+        .shards
+        .watch_health(
+            db.shard_probe_every,
+            db.shard_probe_timeout,
+            shutdown,
+            |p| {
+                metrics
+                    .shard_up
+                    .with_label_values(&[p.shard.as_str()])
+                    .set(i64::from(p.up));
+            },
+        )
+        .await;
 }
 
 async fn refresh_shard_map(state: AppState, shutdown: CancellationToken) {

@@ -66,7 +66,7 @@ enum RegionsCmd {
 
 #[derive(Subcommand)]
 enum ShardsCmd {
-    /// Register a shard database in a region.
+    /// Register a shard database in a region (it must answer; it is migrated first).
     Add {
         #[arg(long)]
         name: String,
@@ -86,6 +86,33 @@ enum ShardsCmd {
     },
     /// List shards and ranges.
     List,
+    /// Move the orgs of [start, end) to another shard of their region, online, with progress.
+    Move {
+        #[arg(long)]
+        start: i64,
+        #[arg(long)]
+        end: i64,
+        /// The target shard.
+        #[arg(long)]
+        to: String,
+    },
+    /// Show recent range moves.
+    Moves,
+    /// Finish or roll back a move whose runner stopped (the process died mid-move).
+    RecoverMove {
+        /// The move id (`mv_…`).
+        id: String,
+        /// Even if it reported progress in the last minute.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Drop the source shard's copy of a finished move's range.
+    DropSource {
+        /// The move id (`mv_…`).
+        id: String,
+    },
+    /// Check the map's invariants and every shard's schema against this build (drift).
+    Verify,
 }
 
 #[tokio::main]
@@ -150,8 +177,51 @@ async fn main() -> anyhow::Result<()> {
                 .context("connecting to the catalog")?;
             match cmd {
                 ShardsCmd::Add { name, region, dsn } => {
-                    db::shards::add(&catalog, &name, &region, &dsn).await?;
-                    println!("shard {name} registered in {region}");
+                    control_plane::sharding::register(&catalog, &name, &region, &dsn).await?;
+                    println!("shard {name} migrated and registered in {region}");
+                }
+                ShardsCmd::Move { start, end, to } => {
+                    return move_range(&catalog, start, end, &to).await;
+                }
+                ShardsCmd::Moves => {
+                    for m in control_plane::sharding::moves::list(&catalog).await? {
+                        println!(
+                            "{}\t[{}, {})\t{} -> {}\t{}\tcopied {}/{}\tpause {}",
+                            m.id,
+                            m.start,
+                            m.end,
+                            m.from_shard,
+                            m.to_shard,
+                            m.phase,
+                            m.rows_copied,
+                            m.rows_total,
+                            m.pause_ms.map_or("-".into(), |p| format!("{p} ms")),
+                        );
+                    }
+                }
+                ShardsCmd::RecoverMove { id, force } => {
+                    let done = control_plane::sharding::moves::recover(
+                        &catalog,
+                        &id,
+                        std::time::Duration::from_secs(60),
+                        force,
+                    )
+                    .await?;
+                    println!("move {id}: {done:?}");
+                }
+                ShardsCmd::DropSource { id } => {
+                    let n = control_plane::sharding::moves::drop_source(&catalog, &id).await?;
+                    println!("dropped {n} rows of move {id} from its source shard");
+                }
+                ShardsCmd::Verify => {
+                    let report = control_plane::sharding::verify(&catalog).await?;
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                    if !report.ok() {
+                        anyhow::bail!(
+                            "the shards drifted from the map or from this build's migrations"
+                        );
+                    }
+                    println!("# every shard is at this build's migrations; the map is valid");
                 }
                 ShardsCmd::AddRange { shard, start, end } => {
                     db::shards::add_range(&catalog, &shard, start, end).await?;
@@ -177,6 +247,47 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Runs a range move here, drawing its progress.
+async fn move_range(catalog: &sqlx::PgPool, start: i64, end: i64, to: &str) -> anyhow::Result<()> {
+    use control_plane::sharding::moves;
+    let planned = moves::plan(catalog, start, end, to).await?;
+    println!(
+        "move {}: [{start}, {end}) from {} to {}",
+        planned.id, planned.from_shard, planned.to_shard
+    );
+    let bar = indicatif::ProgressBar::new(1);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg:>12} [{bar:40}] {pos}/{len} rows ({elapsed})",
+        )?
+        .progress_chars("=> "),
+    );
+    let progress = |s: &moves::MoveStatus| {
+        bar.set_length(u64::try_from(s.rows_total.max(1)).unwrap_or(1));
+        bar.set_position(u64::try_from(s.rows_copied).unwrap_or(0));
+        bar.set_message(format!("{} lag {}", s.phase, s.lag_rows));
+    };
+    let done = moves::run(catalog, &planned.id, &progress).await?;
+    bar.finish();
+    println!(
+        "{}: {} rows copied, writes paused {} ms",
+        done.phase,
+        done.rows_copied,
+        done.pause_ms.unwrap_or(0)
+    );
+    if let Some(v) = &done.verification {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    }
+    if done.phase != "done" {
+        anyhow::bail!(
+            "the move did not complete ({}); it was rolled back{}",
+            done.phase,
+            done.error.map(|e| format!(": {e}")).unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 /// Admin commands need the database settings, not a complete serving configuration.

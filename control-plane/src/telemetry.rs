@@ -2,7 +2,8 @@
 //! templates, never raw paths or org ids.
 
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry,
 };
 
 #[derive(Clone, Debug)]
@@ -18,6 +19,8 @@ pub struct Metrics {
     pub redeliveries: IntCounterVec,
     pub usage_events: IntCounterVec,
     pub ingest_lag: Gauge,
+    pub shard_up: IntGaugeVec,
+    pub rate_limit_decisions: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -84,8 +87,25 @@ impl Metrics {
             "billing_ingest_lag_seconds",
             "Age of the oldest usage event in the last batch the ingester stored",
         )?;
+        let shard_up = IntGaugeVec::new(
+            Opts::new(
+                "shard_up",
+                "Whether each shard answers its probes (0 while its circuit breaker is open)",
+            ),
+            &["shard"],
+        )?;
+        let rate_limit_decisions = IntCounterVec::new(
+            Opts::new(
+                "rate_limit_decisions_total",
+                "Rate-limit decisions by limit (api, webhook) and decision (allowed, limited, \
+                 unchecked: Redis did not answer and the limit was not applied)",
+            ),
+            &["limit", "decision"],
+        )?;
         for c in [
-            Box::new(redeliveries.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rate_limit_decisions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(redeliveries.clone()),
+            Box::new(shard_up.clone()),
             Box::new(usage_events.clone()),
             Box::new(ingest_lag.clone()),
             Box::new(http_requests.clone()),
@@ -114,6 +134,21 @@ impl Metrics {
             redeliveries,
             usage_events,
             ingest_lag,
+            shard_up,
+            rate_limit_decisions,
         })
+    }
+
+    /// Counts a rate-limit decision of `limit` (`api` or `webhook`).
+    pub fn count_rate_limit(&self, limit: &str, d: &crate::billing::limits::Decision) {
+        use crate::billing::limits::Decision;
+        let decision = match d {
+            Decision::Allowed { .. } => "allowed",
+            Decision::Limited { .. } => "limited",
+            Decision::Unchecked => "unchecked",
+        };
+        self.rate_limit_decisions
+            .with_label_values(&[limit, decision])
+            .inc();
     }
 }

@@ -306,7 +306,19 @@ fn cp_config(
     for plan in c.plans.values_mut() {
         plan.webhook_rate_per_minute = plan.webhook_rate_per_minute.max(1_000_000);
         plan.webhook_burst = plan.webhook_burst.max(100_000);
+        plan.api_rate_per_minute = plan.api_rate_per_minute.max(1_000_000);
+        plan.api_burst = plan.api_burst.max(100_000);
+        plan.api_key_rate_per_minute = plan.api_key_rate_per_minute.max(1_000_000);
+        plan.api_key_burst = plan.api_key_burst.max(100_000);
     }
+    // The API rate limit's plan: the org 4 requests at once, one key 3, each refilled one
+    // per 10 s — slow enough that a loaded machine sends a burst well within one refill.
+    let mut api_limited = c.plans["team"].clone();
+    api_limited.api_rate_per_minute = 6;
+    api_limited.api_burst = 4;
+    api_limited.api_key_rate_per_minute = 6;
+    api_limited.api_key_burst = 3;
+    c.plans.insert("api_limited".into(), api_limited);
     let mut limited = c.plans["team"].clone();
     limited.webhook_rate_per_minute = 10;
     limited.webhook_burst = 3;
@@ -431,6 +443,7 @@ impl TestApp {
                 min_connections: 0,
                 acquire_timeout: Duration::from_secs(5),
                 statement_timeout: Duration::from_secs(30),
+                down_after: 2,
             },
         )
         .await
@@ -549,6 +562,23 @@ impl TestApp {
     pub async fn post(&self, region: &str, path: &str, token: &str, body: Value) -> Resp {
         self.call(reqwest::Method::POST, region, path, Some(token), Some(body))
             .await
+    }
+
+    /// A new empty database on the test server, dropped with the app; returns its URL.
+    pub async fn create_empty_db(&mut self, suffix: &str) -> String {
+        let env = TestEnv::get();
+        let name = format!(
+            "{}_{suffix}",
+            self.databases[0].trim_end_matches("_catalog")
+        );
+        let admin = pool(&env.pg_admin_url).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+            .execute(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("create database {name}: {e}"));
+        admin.close().await;
+        self.databases.push(name.clone());
+        env.db_url(&name)
     }
 
     /// Creates an org in `region` as the operator; returns the 201 body.

@@ -138,11 +138,20 @@ pub async fn run(
     });
     let hb = tokio::spawn(heartbeat::run(worker.clone(), shutdown.clone()));
     let refresh = tokio::spawn(refresh_shard_map(worker.clone(), shutdown.clone()));
+    let probes = {
+        let (w, stop) = (worker.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let db = &w.config.database;
+            w.shards
+                .watch_health(db.shard_probe_every, db.shard_probe_timeout, stop, |_| {})
+                .await;
+        })
+    };
     let cancels = tokio::spawn(listen_for_cancels(worker.clone(), shutdown.clone()));
     tracing::info!(worker = %worker.id, region = %worker.config.worker.region, slots = worker.config.worker.slots, "worker started");
     consumer::run(worker.clone(), consumer, shutdown.clone()).await;
     shutdown.cancel();
-    let _ = tokio::join!(ops_task, hb, refresh, cancels);
+    let _ = tokio::join!(ops_task, hb, refresh, probes, cancels);
     tracing::info!(worker = %worker.id, "worker stopped");
     Ok(())
 }

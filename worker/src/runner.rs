@@ -128,6 +128,13 @@ async fn run_one(w: &Worker, msg: &Message, spec: &JobSpec, handback: &Cancellat
         return;
     };
     let release = || async { w.leases.release(spec.org_id, &spec.job_id).await };
+    if let Some(down) = shard.down() {
+        // The shard's breaker is open: the job waits in the queue, its attempts untouched.
+        tracing::warn!(shard = %shard.name, reason = %down.reason, "the org's shard is down; the job is retried later");
+        release().await;
+        ack(msg, AckKind::Nak(Some(Duration::from_secs(5)))).await;
+        return;
+    }
     if let Some(quota) = spec.job_seconds_quota
         && over_quota(w, &shard.pool, spec, quota).await
     {
@@ -155,6 +162,7 @@ async fn run_one(w: &Worker, msg: &Message, spec: &JobSpec, handback: &Cancellat
         Err(e) => {
             release().await;
             tracing::warn!(error = %e, "cannot claim the job; retrying later");
+            reload_if_moved(w, &e).await;
             ack(msg, AckKind::Nak(Some(Duration::from_secs(2)))).await;
             return;
         }
@@ -243,6 +251,18 @@ async fn run_one(w: &Worker, msg: &Message, spec: &JobSpec, handback: &Cancellat
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot record the outcome; the job will be redelivered");
+            reload_if_moved(w, &e).await;
+        }
+    }
+}
+
+/// A write refused because the org's range moved to another shard: the map is re-read now,
+/// so the redelivery goes to the new shard.
+async fn reload_if_moved(w: &Worker, e: &sqlx::Error) {
+    if protocol::service::db::is_moved(e) {
+        tracing::info!("the org's range has moved to another shard; reloading the map");
+        if let Err(e) = w.shards.reload().await {
+            tracing::warn!(error = %e, "cannot reload the shard map");
         }
     }
 }

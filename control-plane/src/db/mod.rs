@@ -3,7 +3,7 @@
 //! without the org scope, and none can reach the wrong shard.
 //!
 //! Catalog: [`regions`], [`shards`], [`orgs`], [`users`], [`members`], [`api_keys`],
-//! [`installations`], [`unclaimed`], [`idempotency`], [`redeliveries`].
+//! [`installations`], [`unclaimed`], [`idempotency`], [`redeliveries`], [`plan_changes`].
 //! Shard: [`tenants`], [`rules`], [`deliveries`], [`jobs`], [`audit`].
 
 pub mod api_keys;
@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod members;
 pub mod migrate;
 pub mod orgs;
+pub mod plan_changes;
 pub mod redeliveries;
 pub mod regions;
 pub mod rules;
@@ -31,6 +32,10 @@ use sqlx::PgPool;
 
 use crate::error::Error;
 
+/// `Retry-After` of a request refused because its org's shard is down: about the time a
+/// probe needs to see it back.
+pub const SHARD_RETRY_AFTER: u64 = 2;
+
 /// An org's data on its shard: the org id and the pool of the shard that owns it.
 #[derive(Clone, Debug)]
 pub struct OrgDb {
@@ -41,9 +46,17 @@ pub struct OrgDb {
 
 impl OrgDb {
     /// The org's shard, found in the in-memory map. An org id that no range holds has no data
-    /// anywhere: that is a "not found".
+    /// anywhere: that is a "not found". A shard whose breaker is open (see
+    /// `protocol::service::db::ShardHealth`) is refused at once, so its orgs get `503` without
+    /// waiting for a connection that will not come.
     pub fn for_org(router: &ShardRouter, org: OrgId) -> Result<Self, Error> {
         let h = router.route(org).ok_or(Error::NotFound)?;
+        if h.down().is_some() {
+            return Err(Error::ShardDown {
+                shard: h.name,
+                retry_after: SHARD_RETRY_AFTER,
+            });
+        }
         Ok(Self {
             org,
             shard: h.name,

@@ -6,6 +6,7 @@ pub mod extract;
 pub mod middleware;
 pub mod openapi;
 pub mod pagination;
+pub mod rate_limit;
 pub mod routes;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub fn api(api_body_limit: usize) -> OpenApiRouter<AppState> {
         .merge(routes::usage::router())
         .merge(routes::invoices::router())
         .merge(routes::admin::router())
+        .merge(routes::shards::router())
         .layer(DefaultBodyLimit::max(api_body_limit));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(json_api)
@@ -44,16 +46,20 @@ pub fn api(api_body_limit: usize) -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document the service publishes at `/openapi.json`.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    api(1).split_for_parts().1
+    let mut doc = api(1).split_for_parts().1;
+    openapi::document_rate_limit(&mut doc);
+    doc
 }
 
 /// The whole service.
 pub fn router(state: AppState) -> Router {
-    let (router, doc) = api(state.config.server.api_body_limit).split_for_parts();
+    let (router, mut doc) = api(state.config.server.api_body_limit).split_for_parts();
+    openapi::document_rate_limit(&mut doc);
     router
         .layer(axum::Extension(Arc::new(doc)))
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .layer(axum::middleware::from_fn(rate_limit::headers))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::observe,

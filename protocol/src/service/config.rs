@@ -126,6 +126,16 @@ pub struct DatabaseConfig {
     /// Default `30s`.
     #[serde(with = "humantime_serde")]
     pub shard_map_refresh: Duration,
+    /// How often every shard is probed (`select 1`) for the per-shard circuit breaker.
+    /// Default `500ms`.
+    #[serde(with = "humantime_serde")]
+    pub shard_probe_every: Duration,
+    /// How long a probe may take before it counts as a failure. Default `1s`.
+    #[serde(with = "humantime_serde")]
+    pub shard_probe_timeout: Duration,
+    /// Consecutive failed probes that open a shard's breaker: its orgs then get `503` at once
+    /// until a probe succeeds again. Default 2.
+    pub shard_down_after: u32,
 }
 
 /// Redis (rate limits, quotas, leases, the installation-token cache).

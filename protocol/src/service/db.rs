@@ -4,11 +4,19 @@
 //! atomically swappable pointer: [`ShardRouter::route`] finds an org's shard and pool with a
 //! binary search and no I/O; [`ShardRouter::reload`] re-reads the map from the catalog and
 //! swaps it in, keeping the pools of shards whose connection string did not change.
+//!
+//! Each shard also has a circuit breaker, [`ShardHealth`]: [`ShardRouter::probe`] checks every
+//! shard with `select 1` on a schedule, and after `shard_down_after` failures in a row the
+//! shard is marked down. Callers check [`ShardHandle::down`] before using a shard, so the orgs
+//! of a shard that does not answer are refused at once, without waiting for a pool timeout,
+//! while every other shard is served as before. The first successful probe closes it again.
 
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use secrecy::ExposeSecret;
@@ -37,6 +45,8 @@ pub struct PoolSettings {
     pub min_connections: u32,
     pub acquire_timeout: Duration,
     pub statement_timeout: Duration,
+    /// Failed probes in a row that mark a shard down.
+    pub down_after: u32,
 }
 
 impl PoolSettings {
@@ -46,6 +56,7 @@ impl PoolSettings {
             min_connections: cfg.min_connections,
             acquire_timeout: cfg.acquire_timeout,
             statement_timeout: cfg.statement_timeout,
+            down_after: cfg.shard_down_after.max(1),
         }
     }
 
@@ -54,6 +65,13 @@ impl PoolSettings {
             max_connections: cfg.shard_max_connections,
             ..Self::catalog(cfg)
         }
+    }
+
+    fn conn(&self, dsn: &str) -> Result<Conn, sqlx::Error> {
+        Ok(Conn {
+            pool: self.lazy_pool(dsn)?,
+            health: Arc::new(ShardHealth::new(self.down_after)),
+        })
     }
 
     /// A pool that connects on first use, so an unreachable shard does not stop start-up.
@@ -79,29 +97,129 @@ pub async fn connect_catalog(cfg: &DatabaseConfig) -> Result<PgPool, sqlx::Error
     Ok(pool)
 }
 
-/// An org's shard and its pool.
+/// The circuit breaker of one shard: closed (up) until `down_after` probes in a row fail,
+/// open (down) until one succeeds.
+#[derive(Debug)]
+pub struct ShardHealth {
+    down_after: u32,
+    failures: AtomicU32,
+    /// When the shard was marked down, and why; `None` while it is up.
+    down: Mutex<Option<(Instant, String)>>,
+}
+
+/// What [`ShardHealth::down`] reports about a shard that is down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Down {
+    pub since: Duration,
+    pub reason: String,
+}
+
+impl ShardHealth {
+    pub fn new(down_after: u32) -> Self {
+        Self {
+            down_after: down_after.max(1),
+            failures: AtomicU32::new(0),
+            down: Mutex::new(None),
+        }
+    }
+
+    /// `Some` while the breaker is open.
+    pub fn down(&self) -> Option<Down> {
+        let g = self
+            .down
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.as_ref().map(|(at, reason)| Down {
+            since: at.elapsed(),
+            reason: reason.clone(),
+        })
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.down().is_none()
+    }
+
+    /// A probe (or a query) succeeded: the breaker closes. Returns whether it was open.
+    pub fn succeeded(&self) -> bool {
+        self.failures.store(0, Ordering::Relaxed);
+        let mut g = self
+            .down
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.take().is_some()
+    }
+
+    /// A probe failed; after `down_after` in a row the breaker opens. Returns whether this
+    /// failure opened it.
+    pub fn failed(&self, reason: &str) -> bool {
+        let n = self
+            .failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        if n < self.down_after {
+            return false;
+        }
+        let mut g = self
+            .down
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if g.is_some() {
+            return false;
+        }
+        *g = Some((Instant::now(), reason.to_owned()));
+        true
+    }
+}
+
+/// An org's shard, its pool and its breaker.
 #[derive(Clone, Debug)]
 pub struct ShardHandle {
     pub name: String,
     pub region: Region,
     pub pool: PgPool,
+    pub health: Arc<ShardHealth>,
+}
+
+impl ShardHandle {
+    /// `Some` while the shard's breaker is open: callers answer "unavailable" without I/O.
+    pub fn down(&self) -> Option<Down> {
+        self.health.down()
+    }
+}
+
+/// A shard's pool and breaker, kept together across map reloads.
+#[derive(Clone, Debug)]
+struct Conn {
+    pool: PgPool,
+    health: Arc<ShardHealth>,
 }
 
 /// One consistent snapshot of the map and its pools.
 #[derive(Debug)]
 pub struct Routes {
     pub map: ShardMap,
-    pools: HashMap<String, PgPool>,
+    pools: HashMap<String, Conn>,
 }
 
 impl Routes {
     pub fn handle(&self, shard: &Shard) -> Option<ShardHandle> {
-        self.pools.get(&shard.name).map(|pool| ShardHandle {
+        self.pools.get(&shard.name).map(|c| ShardHandle {
             name: shard.name.clone(),
             region: shard.region.clone(),
-            pool: pool.clone(),
+            pool: c.pool.clone(),
+            health: c.health.clone(),
         })
     }
+}
+
+/// The result of probing one shard.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub shard: String,
+    pub up: bool,
+    /// Whether this probe changed the shard's state (opened or closed its breaker).
+    pub changed: bool,
+    pub error: Option<String>,
 }
 
 /// The shard router; cheap to share (`Arc`).
@@ -118,7 +236,7 @@ impl ShardRouter {
         let map = read_map(&catalog).await?;
         let pools = map
             .shards()
-            .map(|s| Ok((s.name.clone(), settings.lazy_pool(&s.dsn)?)))
+            .map(|s| Ok((s.name.clone(), settings.conn(&s.dsn)?)))
             .collect::<Result<HashMap<_, _>, sqlx::Error>>()?;
         Ok(Self {
             catalog,
@@ -138,11 +256,11 @@ impl ShardRouter {
         let mut pools = HashMap::new();
         for s in map.shards() {
             let same = old.map.shard(&s.name).is_some_and(|o| o.dsn == s.dsn);
-            let pool = match (same, old.pools.get(&s.name)) {
-                (true, Some(p)) => p.clone(),
-                _ => self.settings.lazy_pool(&s.dsn)?,
+            let conn = match (same, old.pools.get(&s.name)) {
+                (true, Some(c)) => c.clone(),
+                _ => self.settings.conn(&s.dsn)?,
             };
-            pools.insert(s.name.clone(), pool);
+            pools.insert(s.name.clone(), conn);
         }
         self.current.store(Arc::new(Routes { map, pools }));
         Ok(())
@@ -160,6 +278,59 @@ impl ShardRouter {
         routes.handle(shard)
     }
 
+    /// Probes every shard at once (`select 1` within `timeout`) and updates its breaker.
+    pub async fn probe(&self, timeout: Duration) -> Vec<Probe> {
+        let shards = self.all();
+        futures::future::join_all(shards.into_iter().map(|h| async move {
+            let res = tokio::time::timeout(timeout, sqlx::query("select 1").execute(&h.pool)).await;
+            let error = match res {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!("no answer within {timeout:?}")),
+            };
+            let changed = match &error {
+                None => h.health.succeeded(),
+                Some(e) => h.health.failed(e),
+            };
+            Probe {
+                shard: h.name,
+                up: h.health.is_up(),
+                changed,
+                error,
+            }
+        }))
+        .await
+    }
+
+    /// Probes every shard each `every` until `shutdown`, logging each shard that goes down or
+    /// comes back, and handing every probe to `observe` (metrics).
+    pub async fn watch_health(
+        &self,
+        every: Duration,
+        timeout: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+        mut observe: impl FnMut(&Probe),
+    ) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(every) => {}
+            }
+            for p in self.probe(timeout).await {
+                match (p.changed, p.up) {
+                    (true, false) => tracing::warn!(
+                        shard = %p.shard,
+                        error = p.error.as_deref().unwrap_or_default(),
+                        "shard down: its orgs are refused until it answers"
+                    ),
+                    (true, true) => tracing::info!(shard = %p.shard, "shard back up"),
+                    _ => {}
+                }
+                observe(&p);
+            }
+        }
+    }
+
     /// Every shard with its pool (for migrations and scatter-gather).
     pub fn all(&self) -> Vec<ShardHandle> {
         let routes = self.current.load();
@@ -169,6 +340,12 @@ impl ShardRouter {
             .filter_map(|s| routes.handle(s))
             .collect()
     }
+}
+
+/// Whether a shard refused a write because the org's range has moved to another shard
+/// (SQLSTATE `SY001`, raised by a range move's fence): reload the map and retry there.
+pub fn is_moved(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("SY001"))
 }
 
 /// Reads and validates the shard map stored in the catalog.

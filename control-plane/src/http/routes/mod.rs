@@ -15,6 +15,7 @@ pub mod members;
 pub mod ops;
 pub mod orgs;
 pub mod rules;
+pub mod shards;
 pub mod usage;
 pub mod webhooks;
 

@@ -63,3 +63,11 @@ bench-workers: toolchain fixtures ## Webhook 202 → job running at 20/50/100 pe
 
 bench-tenancy: toolchain fixtures ## The authorization decision (cargo bench) and authorized GET /v1/orgs/{org} at 200/s; a section of docs/benchmarks.md
 	@bash loadtest/worker-bench.sh tenancy
+
+.PHONY: bench-billing
+bench-billing: toolchain ## 10,000,000 usage events for 100,000 orgs over 4 shards: ingest rate (record path, unnest, COPY), close-period time, year-long usage report (~12 min); a section of docs/benchmarks.md
+	@bash loadtest/billing-bench.sh
+
+.PHONY: bench-shards
+bench-shards: toolchain ## 1,000,000 orgs over 4 shards: shard lookup per request, shard-map load, onboarding rate and placement (~10 min once built); a section of docs/benchmarks.md
+	@bash loadtest/shard-bench.sh

@@ -183,6 +183,16 @@ enabled = false
 [plans.enterprise]
 webhook_rate_per_minute = 100000000
 webhook_burst = 100000000
+# Likewise the API scenarios measure the API, not the org's API rate limit (429 above it).
+api_rate_per_minute = 100000000
+api_burst = 100000000
+api_key_rate_per_minute = 100000000
+api_key_burst = 100000000
+[plans.team]
+api_rate_per_minute = 100000000
+api_burst = 100000000
+api_key_rate_per_minute = 100000000
+api_key_burst = 100000000
 # Logs at warn: the intake logs every request at info, which would be measured too.
 [telemetry]
 log_format = "json"

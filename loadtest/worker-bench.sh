@@ -231,6 +231,17 @@ app_slug = "switchyard-bench"
 web_url = "http://127.0.0.1:$GH_PORT"
 [github.recovery]
 enabled = false
+# The benchmark measures the API, not the org's API rate limit (100 requests/s on enterprise).
+[plans.enterprise]
+api_rate_per_minute = 100000000
+api_burst = 100000000
+api_key_rate_per_minute = 100000000
+api_key_burst = 100000000
+[plans.team]
+api_rate_per_minute = 100000000
+api_burst = 100000000
+api_key_rate_per_minute = 100000000
+api_key_burst = 100000000
 [telemetry]
 log_format = "json"
 log_filter = "warn"

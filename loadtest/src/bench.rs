@@ -109,7 +109,8 @@ enum Unit {
     Count,
 }
 
-fn thousands(x: f64) -> String {
+/// `x` rounded, with thousands separated by commas: `12,345`.
+pub(crate) fn thousands(x: f64) -> String {
     #[allow(
         clippy::cast_possible_truncation,
         reason = "rates are far below i64's range"

@@ -15,7 +15,8 @@
 //! procstat     CPU used by the processes under test during a run
 //! bench        docs/benchmarks.md from the results of `make bench`
 //! jobs         webhook 202 → job running, and the worker's overhead per job
-//! sections     the workers and tenancy sections of docs/benchmarks.md
+//! shardmap     the shard map on a real catalog: load time, route cost per lookup
+//! sections     the workers, tenancy and shards sections of docs/benchmarks.md
 //! ```
 
 pub mod bench;
@@ -30,6 +31,7 @@ pub mod scenario;
 pub mod schedule;
 pub mod search;
 pub mod sections;
+pub mod shardmap;
 pub mod stats;
 pub mod target;
 

@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use loadtest::cli::{self, OutputArgs, RunCmd, SearchCmd};
 use loadtest::jetstream::{self, JetstreamArgs};
 use loadtest::jobs::JobsCmd;
+use loadtest::shardmap::ShardMapCmd;
 
 #[derive(Parser)]
 #[command(
@@ -61,13 +62,17 @@ enum Command {
     /// Webhook `202` → job running at steady rates, and the worker's overhead per job
     /// (`make bench-workers`).
     Jobs(Box<JobsCmd>),
-    /// Write one marked section of docs/benchmarks.md (workers or tenancy) from the results
-    /// of `loadtest/worker-bench.sh`, leaving the rest of the file as it is.
+    /// The shard map on a real catalog: its load time, and the shard lookup's cost per
+    /// request (`make bench-shards`).
+    ShardMap(Box<ShardMapCmd>),
+    /// Write one marked section of docs/benchmarks.md (workers, tenancy or shards) from the
+    /// results of `loadtest/worker-bench.sh` or `loadtest/shard-bench.sh`, leaving the rest
+    /// of the file as it is.
     Section {
-        /// Which section: workers or tenancy.
-        #[arg(long, value_parser = ["workers", "tenancy"])]
+        /// Which section: workers, tenancy or shards.
+        #[arg(long, value_parser = ["workers", "tenancy", "shards"])]
         name: String,
-        /// The directory `loadtest/worker-bench.sh` wrote its results to.
+        /// The directory the benchmark wrote its results to.
         #[arg(long)]
         dir: PathBuf,
         /// The Markdown file to update.
@@ -111,11 +116,12 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             Command::Jobs(cmd) => print!("{}", loadtest::jobs::measure(&cmd).await?),
+            Command::ShardMap(cmd) => print!("{}", loadtest::shardmap::measure(&cmd).await?),
             Command::Section { name, dir, out } => {
-                let body = if name == "workers" {
-                    loadtest::sections::workers(&dir)?
-                } else {
-                    loadtest::sections::tenancy(&dir)?
+                let body = match name.as_str() {
+                    "workers" => loadtest::sections::workers(&dir)?,
+                    "tenancy" => loadtest::sections::tenancy(&dir)?,
+                    _ => loadtest::sections::shards(&dir)?,
                 };
                 let old = std::fs::read_to_string(&out).unwrap_or_default();
                 std::fs::write(&out, loadtest::sections::replace(&old, &name, &body))?;

@@ -419,7 +419,55 @@ async fn with_redis_down_the_rate_limit_is_not_applied_and_jobs_still_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_beyond_a_hard_plans_monthly_minutes_are_skipped_visibly() {
+    quota_is_enforced(false).await;
+}
+
+/// With Redis down the workers read the month's seconds from the usage rollup instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_the_job_minute_quota_still_holds() {
+    quota_is_enforced(true).await;
+}
+
+/// The workers read the month's job seconds from the Redis mirror when it has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quota_check_reads_the_months_seconds_from_redis() {
     let app = TestApp::spawn().await;
+    let org = app.create_org_on(US, "quota").await["id"].as_i64().unwrap();
+    let inst = new_installation();
+    app.bind_installation(US, org, inst).await;
+    // Nothing ingested for this org, but the mirror says its minute is used.
+    let mut redis = redis::Client::open(TestEnv::get().redis_url.as_str())
+        .unwrap()
+        .get_connection_manager()
+        .await
+        .unwrap();
+    let prefix = format!("{}:", app.namespace);
+    protocol::service::quota::raise(&mut redis, &prefix, OrgId(org), Utc::now(), 60)
+        .await
+        .unwrap();
+    let r = app
+        .send_webhook(US, "issues", &new_delivery(), &labeled_issue(inst, "bot"))
+        .await;
+    let id = r.body["jobs"][0].as_str().unwrap().to_owned();
+    let j = wait_for("the job to be skipped", Duration::from_secs(30), || async {
+        let r = app
+            .get(US, &format!("/v1/orgs/{org}/jobs/{id}"), OPERATOR_TOKEN)
+            .await;
+        (r.status == 200 && r.body["status"] == "skipped_quota").then_some(r.body)
+    })
+    .await;
+    assert_eq!(
+        j["events"].as_array().unwrap().last().unwrap()["detail"]["used_seconds"],
+        60
+    );
+}
+
+async fn quota_is_enforced(redis_down: bool) {
+    let app = TestApp::spawn_with(Options {
+        redis_url: redis_down.then(|| "redis://127.0.0.1:1".to_owned()),
+        ..Options::default()
+    })
+    .await;
     // The plan `quota`: one included job minute, as a hard limit.
     let created = app.create_org_on(US, "quota").await;
     let org = created["id"].as_i64().unwrap();
@@ -472,6 +520,29 @@ async fn jobs_beyond_a_hard_plans_monthly_minutes_are_skipped_visibly() {
         (quantity(&report(&app, org, &owner, "").await, "job_seconds") >= 60).then_some(())
     })
     .await;
+    if !redis_down {
+        // The ingester raised the month's mirror in Redis to the rollup's total.
+        let redis = redis::Client::open(TestEnv::get().redis_url.as_str())
+            .unwrap()
+            .get_connection_manager()
+            .await
+            .unwrap();
+        let key =
+            protocol::service::quota::key(&format!("{}:", app.namespace), OrgId(org), Utc::now());
+        let mirrored: Option<i64> = wait_for("the mirror", Duration::from_secs(10), || async {
+            let v: Option<i64> = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut redis.clone())
+                .await
+                .unwrap();
+            v.filter(|v| *v >= 60).map(Some)
+        })
+        .await;
+        assert!(
+            mirrored.unwrap() >= 61,
+            "the first job's seconds and the minute: {mirrored:?}"
+        );
+    }
     // Beyond it: skipped, with the reason, and never run.
     let second = send().await;
     let j = wait_for(

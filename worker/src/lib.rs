@@ -49,6 +49,8 @@ pub struct Worker {
     /// GitHub effects, when a GitHub App is configured.
     pub effects: Option<Effects>,
     pub leases: Leases,
+    /// Redis: the org caps (`leases`) and the job-minute quota mirror.
+    pub redis: redis::aio::ConnectionManager,
     /// Jobs running here, by id, with the token that stops each (cancellation).
     pub running: Mutex<HashMap<String, CancellationToken>>,
     /// Jobs waiting here for their org's cap.
@@ -106,7 +108,11 @@ pub async fn build(config: Config) -> Result<Arc<Worker>, StartError> {
         tracing::warn!("no GitHub App configured: jobs run without tokens, clones or comments");
         None
     };
-    let leases = Leases::new(redis, &config.redis.key_prefix, config.worker.org_lease);
+    let leases = Leases::new(
+        redis.clone(),
+        &config.redis.key_prefix,
+        config.worker.org_lease,
+    );
     Ok(Arc::new(Worker {
         id,
         nats,
@@ -115,6 +121,7 @@ pub async fn build(config: Config) -> Result<Arc<Worker>, StartError> {
         metrics,
         effects,
         leases,
+        redis,
         running: Mutex::new(HashMap::new()),
         held: held::Held::new(held::HELD_PER_SLOT * config.worker.slots),
         config,

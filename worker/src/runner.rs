@@ -363,7 +363,7 @@ where
 /// marked `skipped_quota` (visible, never silently dropped). A usage read that fails lets the
 /// job run.
 async fn over_quota(w: &Worker, pool: &sqlx::PgPool, spec: &JobSpec, quota: i64) -> bool {
-    let used = match jobstore::month_job_seconds(pool, spec.org_id).await {
+    let used = match month_job_seconds(w, pool, spec.org_id).await {
         Ok(used) if used >= quota => used,
         Ok(_) => return false,
         Err(e) => {
@@ -388,6 +388,25 @@ async fn over_quota(w: &Worker, pool: &sqlx::PgPool, spec: &JobSpec, quota: i64)
             false
         }
     }
+}
+
+/// The org's job seconds this month: from the Redis mirror the ingester keeps, or from the
+/// usage rollup when the mirror has no value or Redis does not answer.
+async fn month_job_seconds(
+    w: &Worker,
+    pool: &sqlx::PgPool,
+    org: protocol::OrgId,
+) -> Result<i64, sqlx::Error> {
+    let mut redis = w.redis.clone();
+    match protocol::service::quota::month_seconds(&mut redis, &w.config.redis.key_prefix, org).await
+    {
+        Ok(Some(used)) => return Ok(used),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "Redis unavailable: reading the org's usage from its shard");
+        }
+    }
+    jobstore::month_job_seconds(pool, org).await
 }
 
 /// Runs `work`, reporting the message in progress and renewing the org lease, so neither

@@ -4,13 +4,19 @@
 //! worker that reported twice, a redelivery after a crash) is stored once: its id is unique.
 //!
 //! Webhook deliveries are metered by the recorder, in the transaction that records them.
+//!
+//! After each batch, the month's job seconds of every org that got new ones are raised in
+//! Redis (`protocol::service::quota`), where workers check hard plans' job-minute quotas.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use async_nats::jetstream::{AckKind, Message};
+use chrono::Datelike;
+use protocol::OrgId;
+use protocol::service::quota;
 use protocol::subjects::INGESTER_CONSUMER;
-use protocol::usage::UsageEvent;
+use protocol::usage::{Metric, UsageEvent};
 use tokio_util::sync::CancellationToken;
 
 use crate::db;
@@ -83,6 +89,7 @@ async fn ingest(state: &AppState, messages: Vec<Message>) {
                         .with_label_values(&[events[*i].metric.as_str()])
                         .inc();
                 }
+                mirror_job_seconds(state, &shard, &events, &fresh).await;
                 let oldest = events.iter().map(|e| e.at).min();
                 if let Some(at) = oldest {
                     let lag = (chrono::Utc::now() - at).num_milliseconds().max(0);
@@ -99,6 +106,56 @@ async fn ingest(state: &AppState, messages: Vec<Message>) {
                     ack(m, AckKind::Nak(Some(Duration::from_secs(2)))).await;
                 }
             }
+        }
+    }
+}
+
+/// Raises the Redis mirror of each org's month of job seconds to the rollup's total, for the
+/// orgs and months that just got new job seconds. A failure leaves the mirror behind until
+/// that org's next job seconds; workers fall back to the rollup when there is no mirror.
+async fn mirror_job_seconds(
+    state: &AppState,
+    shard: &db::OrgDb,
+    events: &[&UsageEvent],
+    fresh: &[usize],
+) {
+    let months: BTreeSet<(i64, i32, u32)> = fresh
+        .iter()
+        .filter_map(|i| events.get(*i))
+        .filter(|e| e.metric == Metric::JobSeconds)
+        .map(|e| (e.org_id.0, e.at.year(), e.at.month()))
+        .collect();
+    for (org, year, month) in months {
+        let Some(first) = chrono::NaiveDate::from_ymd_opt(year, month, 1) else {
+            continue;
+        };
+        let total: Result<i64, sqlx::Error> = sqlx::query_scalar(
+            "select coalesce(sum(quantity), 0)::bigint from usage_daily
+              where org_id = $1 and metric = 'job_seconds'
+                and day >= $2 and day < ($2 + interval '1 month')::date",
+        )
+        .bind(org)
+        .bind(first)
+        .fetch_one(shard.pool())
+        .await;
+        let at = first.and_time(chrono::NaiveTime::MIN).and_utc();
+        let raised = match total {
+            Ok(total) => {
+                let mut redis = state.redis.clone();
+                quota::raise(
+                    &mut redis,
+                    &state.config.redis.key_prefix,
+                    OrgId(org),
+                    at,
+                    total,
+                )
+                .await
+                .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = raised {
+            tracing::warn!(org_id = org, error = %e, "cannot mirror the month's job seconds to Redis");
         }
     }
 }

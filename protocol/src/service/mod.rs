@@ -18,6 +18,7 @@ pub mod github;
 pub mod jobstore;
 pub mod nats;
 pub mod ops;
+pub mod quota;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;

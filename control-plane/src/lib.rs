@@ -136,6 +136,10 @@ pub async fn run(
     tasks.spawn(listen_for_invalidations(state.clone(), shutdown.clone()));
     tasks.spawn(refresh_shard_map(state.clone(), shutdown.clone()));
     tasks.spawn(watch_shards(state.clone(), shutdown.clone()));
+    tasks.spawn(tenancy::onboarding::run_reaper(
+        state.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(tenancy::audit::run(
         state.catalog.clone(),
         state.shards.clone(),

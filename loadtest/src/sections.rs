@@ -874,7 +874,7 @@ pub fn shards(dir: &Path) -> anyhow::Result<String> {
     if leftovers > 0 || creating > 0 {
         let _ = writeln!(
             out,
-            "**Left over**: {leftovers} tenant rows without an active org and {creating} orgs still `creating` in the catalog after all the runs (the control plane stopped). They are onboardings cut off mid-saga: when a search step is stopped early (its p99 can no longer pass) the generator drops its in-flight requests and closes their connections, the server then drops the request's handler future, and the saga's compensation — which runs only on an error — never runs. Such orgs stay invisible to the API, but their ids, catalog rows and shard rows stay behind until an operator removes them.\n"
+            "**Left over**: {leftovers} tenant rows without an active org and {creating} orgs still `creating` in the catalog after all the runs (the control plane stopped). They are onboardings cut off mid-saga: when a search step is stopped early (its p99 can no longer pass) the generator drops its in-flight requests and closes their connections, the server then drops the request's handler future, and the saga's compensation — which runs only on an error — never runs. Such orgs stay invisible to the API, but their ids, catalog rows and shard rows stay behind until an operator removes them. (Measured with a build from before the saga ran in a task of its own; since then a hung-up client no longer cuts it short, and the onboarding reaper compensates any org still `creating` after 10 minutes.)\n"
         );
     }
 

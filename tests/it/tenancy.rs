@@ -79,6 +79,69 @@ async fn onboarding_cut_off_by_the_client_leaves_no_half_created_org() {
     );
 }
 
+/// An onboarding whose process stopped mid-saga (a crash between two steps) is compensated by
+/// the reaper once it is stale; fresh ones and finished orgs are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orgs_left_half_created_by_a_stopped_process_are_reaped() {
+    use control_plane::db::orgs::place;
+    use control_plane::tenancy::onboarding::{STALE_AFTER, reap_stale};
+    let app = TestApp::spawn().await;
+    let active = app.create_org(US).await["id"].as_i64().unwrap();
+    let (stale, _) = place(&app.catalog, "stale-one", "Stale", US, "team")
+        .await
+        .unwrap();
+    let (fresh, _) = place(&app.catalog, "fresh-one", "Fresh", US, "team")
+        .await
+        .unwrap();
+    let shard = &app.regions[US].shard;
+    for id in [stale.id, fresh.id] {
+        sqlx::query("insert into tenant (org_id, slug) values ($1, 'x')")
+            .bind(id)
+            .execute(shard)
+            .await
+            .unwrap();
+    }
+    sqlx::query("update org set created_at = now() - interval '1 hour' where id = $1")
+        .bind(stale.id)
+        .execute(&app.catalog)
+        .await
+        .unwrap();
+    let state = &app.regions[US].state;
+    let removed = reap_stale(&app.catalog, &state.shards, US, STALE_AFTER)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    let left: Vec<(i64, String)> = sqlx::query_as("select id, status from org order by id")
+        .fetch_all(&app.catalog)
+        .await
+        .unwrap();
+    assert_eq!(
+        left,
+        vec![
+            (active, "active".to_owned()),
+            (fresh.id, "creating".to_owned())
+        ]
+    );
+    let tenants: Vec<i64> = sqlx::query_scalar("select org_id from tenant order by org_id")
+        .fetch_all(shard)
+        .await
+        .unwrap();
+    assert_eq!(tenants, vec![active, fresh.id]);
+    let compensated: i64 = sqlx::query_scalar(
+        "select count(*) from audit_log where org_id = $1 and action = 'org.create.compensated'",
+    )
+    .bind(stale.id)
+    .fetch_one(shard)
+    .await
+    .unwrap();
+    assert_eq!(compensated, 1);
+    // The slug is free again.
+    let (again, _) = place(&app.catalog, "stale-one", "Again", US, "team")
+        .await
+        .unwrap();
+    assert_ne!(again.id, stale.id);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_shard_step_undoes_the_catalog_row_and_the_slug_stays_free() {
     let app = TestApp::spawn().await;

@@ -213,3 +213,86 @@ async fn undo_shard_rows(shard: &OrgDb, actor: Actor<'_>) {
         tracing::error!(org_id = %org, error = %Chain(&e), "onboarding: cannot remove the shard rows");
     }
 }
+
+/// An onboarding left `creating` this long is dead: its process stopped between two steps.
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+/// How often the reaper looks for such orgs.
+const REAP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Completes the compensation of onboardings whose process stopped mid-saga (a crash or a
+/// restart between two steps): orgs of this region still `creating` after `older_than` lose
+/// their shard rows, then their catalog row. Replicas share the work (`skip locked`); an org
+/// whose shard is down is left for a later pass. Returns the orgs removed.
+pub async fn reap_stale(
+    catalog: &PgPool,
+    router: &ShardRouter,
+    region: &str,
+    older_than: std::time::Duration,
+) -> Result<usize, sqlx::Error> {
+    let mut tx = catalog.begin().await?;
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "select id from org
+          where status = 'creating' and region = $1
+            and created_at < now() - make_interval(secs => $2)
+          order by id limit 100
+          for update skip locked",
+    )
+    .bind(region)
+    .bind(older_than.as_secs_f64())
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut removed = 0;
+    for id in ids {
+        let org = OrgId(id);
+        let Ok(shard) = OrgDb::for_org(router, org) else {
+            continue;
+        };
+        let had_rows =
+            sqlx::query_scalar::<_, i64>("select count(*) from tenant where org_id = $1")
+                .bind(id)
+                .fetch_one(shard.pool())
+                .await?
+                > 0;
+        if had_rows {
+            undo_shard_rows(
+                &shard,
+                Actor {
+                    name: "onboarding-reaper",
+                    request_id: None,
+                },
+            )
+            .await;
+        }
+        sqlx::query("delete from org where id = $1 and status = 'creating'")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tracing::warn!(org_id = %org, shard_rows = had_rows, "onboarding: removed an org left half-created by a stopped process");
+        removed += 1;
+    }
+    tx.commit().await?;
+    Ok(removed)
+}
+
+/// Runs [`reap_stale`] every minute until `shutdown`.
+pub async fn run_reaper(
+    state: crate::state::AppState,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(REAP_EVERY) => {}
+        }
+        if let Err(e) = reap_stale(
+            &state.catalog,
+            &state.shards,
+            state.region.as_str(),
+            STALE_AFTER,
+        )
+        .await
+        {
+            tracing::warn!(error = %Chain(&e), "onboarding reaper failed; trying again later");
+        }
+    }
+}

@@ -460,14 +460,7 @@ impl Mover<'_> {
         same_schema(&self.src, &self.dst).await?;
         self.tables = org_tables(&self.src).await?;
         for t in &self.tables {
-            let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
-                "select count(*) from {} where org_id >= $1 and org_id < $2",
-                t.name
-            )))
-            .bind(a)
-            .bind(b)
-            .fetch_one(&self.dst)
-            .await?;
+            let n = range_rows(&self.dst, t, a, b).await?;
             if n > 0 {
                 return Err(MoveError::TargetNotEmpty(format!("{n} rows in {}", t.name)).into());
             }
@@ -508,15 +501,7 @@ impl Mover<'_> {
         // 2. Copy, in one snapshot.
         let mut total = 0;
         for t in &self.tables {
-            let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
-                "select count(*) from {} where org_id >= $1 and org_id < $2",
-                t.name
-            )))
-            .bind(a)
-            .bind(b)
-            .fetch_one(&self.src)
-            .await?;
-            total += n;
+            total += range_rows(&self.src, t, a, b).await?;
         }
         sqlx::query("update shard_move set rows_total = $2 where id = $1")
             .bind(&self.mv.id)
@@ -872,32 +857,54 @@ impl Mover<'_> {
             self.release().await;
             return Ok(());
         }
-        let mut tx = self.dst.begin().await?;
-        for t in self.tables.iter().rev() {
-            sqlx::query(AssertSqlSafe(format!(
-                "alter table {} disable trigger user",
-                t.name
-            )))
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(AssertSqlSafe(format!(
-                "delete from {} where org_id >= {a} and org_id < {b}",
-                t.name
-            )))
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(AssertSqlSafe(format!(
-                "alter table {} enable trigger user",
-                t.name
-            )))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+        delete_range(&self.dst, &self.tables, a, b).await?;
         remove_fence(&self.src, &self.mv.id, &self.tables).await?;
         self.release().await;
         Ok(())
     }
+}
+
+/// Rows of `[a, b)` in table `t`.
+async fn range_rows(pool: &PgPool, t: &Table, a: i64, b: i64) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(AssertSqlSafe(format!(
+        "select count(*) from {} where org_id >= $1 and org_id < $2",
+        t.name
+    )))
+    .bind(a)
+    .bind(b)
+    .fetch_one(pool)
+    .await
+}
+
+/// Deletes the rows of `[a, b)` from every table, children first. The append-only tables
+/// refuse deletes by trigger (and the source's guard refuses writes to a moved range): user
+/// triggers are off for the statement, the one sanctioned delete. Returns the rows deleted.
+async fn delete_range(pool: &PgPool, tables: &[Table], a: i64, b: i64) -> Result<i64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut deleted = 0;
+    for t in tables.iter().rev() {
+        sqlx::query(AssertSqlSafe(format!(
+            "alter table {} disable trigger user",
+            t.name
+        )))
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query(AssertSqlSafe(format!(
+            "delete from {} where org_id >= {a} and org_id < {b}",
+            t.name
+        )))
+        .execute(&mut *tx)
+        .await?;
+        deleted += i64::try_from(done.rows_affected()).unwrap_or(i64::MAX);
+        sqlx::query(AssertSqlSafe(format!(
+            "alter table {} enable trigger user",
+            t.name
+        )))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(deleted)
 }
 
 /// Removes a move's fence from the source, and the guard triggers once no fence is left.
@@ -1050,31 +1057,7 @@ pub async fn drop_source(catalog: &PgPool, id: &str) -> Result<i64, MoveError> {
     }
     let src = side_pool(catalog, &mv.from_shard).await?;
     let tables = org_tables(&src).await?;
-    let mut dropped = 0;
-    let mut tx = src.begin().await?;
-    for t in tables.iter().rev() {
-        // The append-only tables refuse deletes by trigger; this is the one sanctioned delete.
-        sqlx::query(AssertSqlSafe(format!(
-            "alter table {} disable trigger user",
-            t.name
-        )))
-        .execute(&mut *tx)
-        .await?;
-        let done = sqlx::query(AssertSqlSafe(format!(
-            "delete from {} where org_id >= {} and org_id < {}",
-            t.name, mv.start, mv.end
-        )))
-        .execute(&mut *tx)
-        .await?;
-        dropped += i64::try_from(done.rows_affected()).unwrap_or(i64::MAX);
-        sqlx::query(AssertSqlSafe(format!(
-            "alter table {} enable trigger user",
-            t.name
-        )))
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
+    let dropped = delete_range(&src, &tables, mv.start, mv.end).await?;
     remove_fence(&src, id, &tables).await?;
     src.close().await;
     sqlx::query("update shard_move set source_dropped = true, updated_at = now() where id = $1")

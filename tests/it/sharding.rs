@@ -24,6 +24,23 @@ async fn count(pool: &PgPool, table: &str, orgs: &[i64]) -> i64 {
     .expect("count")
 }
 
+/// The one rule the tests' webhooks match.
+fn bot_rule() -> Value {
+    json!([{"id": "bot", "event": "issues", "action": "labeled", "label": "bot", "kind": "agent"}])
+}
+
+/// Replaces `org`'s trigger rules (a write to its shard: rules and an audit row).
+async fn put_rules(app: &TestApp, org: i64, token: &str, rules: &Value) -> Resp {
+    app.call(
+        reqwest::Method::PUT,
+        US,
+        &format!("/v1/orgs/{org}/rules"),
+        Some(token),
+        Some(rules.clone()),
+    )
+    .await
+}
+
 /// Registers `name` in `region` through the API.
 async fn add_shard(app: &TestApp, name: &str, region: &str, dsn: &str) -> Value {
     let r = app
@@ -289,28 +306,25 @@ async fn write_until(
             let job = r.body["jobs"][0].as_str().unwrap().to_owned();
             out.lock().await.deliveries.push((*org, delivery, job));
 
-            let rules = json!([{"id": "bot", "event": "issues", "action": "labeled", "label": "bot", "kind": "agent"},
-                               {"id": format!("r{n}"), "event": "issues", "action": "labeled", "label": format!("l{n}"), "kind": "agent"}]);
-            let path = format!("/v1/orgs/{org}/rules");
-            loop {
-                let r = app
-                    .call(
-                        reqwest::Method::PUT,
-                        US,
-                        &path,
-                        Some(key),
-                        Some(rules.clone()),
-                    )
-                    .await;
-                if r.status == 503 {
+            let mut rules = bot_rule();
+            rules.as_array_mut().unwrap().push(json!(
+                {"id": format!("r{n}"), "event": "issues", "action": "labeled", "label": format!("l{n}"), "kind": "agent"}
+            ));
+            let r = wait_for(
+                "a rules change to be taken",
+                Duration::from_secs(30),
+                || async {
+                    let r = put_rules(app, *org, key, &rules).await;
+                    if r.status != 503 {
+                        return Some(r);
+                    }
                     assert!(r.header("retry-after").is_some());
                     out.lock().await.refused += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-                assert_eq!(r.status, 200, "{}", r.body);
-                break;
-            }
+                    None
+                },
+            )
+            .await;
+            assert_eq!(r.status, 200, "{}", r.body);
             out.lock().await.rule_puts.push(*org);
         }
     }
@@ -496,15 +510,7 @@ async fn a_range_moves_online_under_continuous_writes_losing_and_doubling_nothin
     assert_eq!(fences, 0);
     // The moved orgs still work, and write, after the drop.
     let (org, _, key) = &movers[0];
-    let r = app
-        .call(
-            reqwest::Method::PUT,
-            US,
-            &format!("/v1/orgs/{org}/rules"),
-            Some(key),
-            Some(json!([{"id": "bot", "event": "issues", "action": "labeled", "label": "bot", "kind": "agent"}])),
-        )
-        .await;
+    let r = put_rules(&app, *org, key, &bot_rule()).await;
     assert_eq!(r.status, 200, "{}", r.body);
     target.close().await;
 }
@@ -573,15 +579,7 @@ async fn a_move_whose_verification_fails_rolls_back_and_changes_nothing() {
             .name,
         "us-east-1-0"
     );
-    let r = app
-        .call(
-            reqwest::Method::PUT,
-            US,
-            &format!("/v1/orgs/{org}/rules"),
-            Some(OPERATOR_TOKEN),
-            Some(json!([{"id": "bot", "event": "issues", "action": "labeled", "label": "bot", "kind": "agent"}])),
-        )
-        .await;
+    let r = put_rules(&app, org, OPERATOR_TOKEN, &bot_rule()).await;
     assert_eq!(r.status, 200, "{}", r.body);
     // A second move of the same range may start again.
     let again = app

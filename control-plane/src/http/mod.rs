@@ -35,7 +35,9 @@ pub fn api(api_body_limit: usize) -> OpenApiRouter<AppState> {
         .merge(routes::invoices::router())
         .merge(routes::admin::router())
         .merge(routes::shards::router())
-        .layer(DefaultBodyLimit::max(api_body_limit));
+        .layer(DefaultBodyLimit::max(api_body_limit))
+        // The API's RateLimit-* headers; the webhook route stays without this layer.
+        .layer(axum::middleware::from_fn(rate_limit::headers));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(json_api)
         .merge(routes::ops::router())
@@ -44,22 +46,25 @@ pub fn api(api_body_limit: usize) -> OpenApiRouter<AppState> {
         .merge(routes::webhooks::router().layer(DefaultBodyLimit::disable()))
 }
 
+/// The routes and the OpenAPI document the service publishes at `/openapi.json`.
+fn api_parts(api_body_limit: usize) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = api(api_body_limit).split_for_parts();
+    openapi::document_rate_limit(&mut doc);
+    (router, doc)
+}
+
 /// The OpenAPI document the service publishes at `/openapi.json`.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    let mut doc = api(1).split_for_parts().1;
-    openapi::document_rate_limit(&mut doc);
-    doc
+    api_parts(1).1
 }
 
 /// The whole service.
 pub fn router(state: AppState) -> Router {
-    let (router, mut doc) = api(state.config.server.api_body_limit).split_for_parts();
-    openapi::document_rate_limit(&mut doc);
+    let (router, doc) = api_parts(state.config.server.api_body_limit);
     router
         .layer(axum::Extension(Arc::new(doc)))
         .fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
-        .layer(axum::middleware::from_fn(rate_limit::headers))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::observe,

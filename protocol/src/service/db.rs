@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -103,6 +103,9 @@ pub async fn connect_catalog(cfg: &DatabaseConfig) -> Result<PgPool, sqlx::Error
 pub struct ShardHealth {
     down_after: u32,
     failures: AtomicU32,
+    /// Whether the breaker is open: read on every request, so the lock below is only taken
+    /// for a shard that is down (or by the prober).
+    open: AtomicBool,
     /// When the shard was marked down, and why; `None` while it is up.
     down: Mutex<Option<(Instant, String)>>,
 }
@@ -119,33 +122,37 @@ impl ShardHealth {
         Self {
             down_after: down_after.max(1),
             failures: AtomicU32::new(0),
+            open: AtomicBool::new(false),
             down: Mutex::new(None),
         }
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, Option<(Instant, String)>> {
+        self.down
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// `Some` while the breaker is open.
     pub fn down(&self) -> Option<Down> {
-        let g = self
-            .down
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        g.as_ref().map(|(at, reason)| Down {
+        if !self.open.load(Ordering::Acquire) {
+            return None;
+        }
+        self.state().as_ref().map(|(at, reason)| Down {
             since: at.elapsed(),
             reason: reason.clone(),
         })
     }
 
     pub fn is_up(&self) -> bool {
-        self.down().is_none()
+        !self.open.load(Ordering::Acquire)
     }
 
-    /// A probe (or a query) succeeded: the breaker closes. Returns whether it was open.
+    /// A probe succeeded: the breaker closes. Returns whether it was open.
     pub fn succeeded(&self) -> bool {
         self.failures.store(0, Ordering::Relaxed);
-        let mut g = self
-            .down
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut g = self.state();
+        self.open.store(false, Ordering::Release);
         g.take().is_some()
     }
 
@@ -159,14 +166,12 @@ impl ShardHealth {
         if n < self.down_after {
             return false;
         }
-        let mut g = self
-            .down
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut g = self.state();
         if g.is_some() {
             return false;
         }
         *g = Some((Instant::now(), reason.to_owned()));
+        self.open.store(true, Ordering::Release);
         true
     }
 }

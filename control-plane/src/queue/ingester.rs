@@ -25,6 +25,8 @@ use crate::state::AppState;
 
 /// Events written per transaction at most.
 const BATCH: usize = 500;
+/// Longest a partial batch waits for more events.
+const MAX_WAIT: Duration = Duration::from_millis(50);
 
 /// Runs until `shutdown`; reconnects with backoff when the stream fails.
 pub async fn run(state: AppState, shutdown: CancellationToken) {
@@ -34,6 +36,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
         durable: INGESTER_CONSUMER,
         description: "Writes usage events to the shards",
         batch: BATCH,
+        max_wait: MAX_WAIT,
     };
     super::run_batches(state, shutdown, spec, |s, msgs| async move {
         ingest(&s, msgs).await;

@@ -25,6 +25,9 @@ pub struct Batches {
     pub description: &'static str,
     /// Most messages per batch.
     pub batch: usize,
+    /// Longest a partial batch waits for more messages once its first has arrived: under load
+    /// batches fill up (fewer, larger transactions); when idle a message waits at most this.
+    pub max_wait: Duration,
 }
 
 /// Hands `handle` the consumer's messages in batches until `shutdown`; reconnects with
@@ -93,13 +96,28 @@ where
         .expires(Duration::from_secs(30))
         .messages()
         .await
-        .map_err(|e| e.to_string())?
-        .ready_chunks(spec.batch);
+        .map_err(|e| e.to_string())?;
     loop {
-        let chunk = tokio::select! {
+        let first = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            chunk = messages.next() => chunk.ok_or_else(|| "the message stream ended".to_owned())?,
+            m = messages.next() => m.ok_or_else(|| "the message stream ended".to_owned())?,
         };
+        let mut chunk = Vec::with_capacity(spec.batch);
+        chunk.push(first);
+        let deadline = tokio::time::Instant::now() + spec.max_wait;
+        while chunk.len() < spec.batch {
+            match tokio::time::timeout_at(deadline, messages.next()).await {
+                Ok(Some(m)) => {
+                    let failed = m.is_err();
+                    chunk.push(m);
+                    if failed {
+                        break;
+                    }
+                }
+                // The end of the stream is reported with the next batch; a timeout ends this one.
+                Ok(None) | Err(_) => break,
+            }
+        }
         let mut ok = Vec::with_capacity(chunk.len());
         let mut failure = None;
         for m in chunk {

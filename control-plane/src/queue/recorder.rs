@@ -30,6 +30,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
         durable: RECORDER_CONSUMER,
         description: "Writes accepted deliveries and their jobs to the shards",
         batch: state.config.recorder.batch_size,
+        max_wait: state.config.recorder.max_wait,
     };
     super::run_batches(state, shutdown, spec, |s, msgs| async move {
         record(&s, msgs).await;

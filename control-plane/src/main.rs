@@ -14,6 +14,12 @@ use control_plane::db;
 use protocol::service::db::{PoolSettings, ShardRouter, connect_catalog};
 use protocol::service::{shutdown, telemetry};
 
+/// mimalloc: the intake allocates and frees a body-sized buffer and many small values per
+/// webhook on several threads; with it the control plane used about 5 % less CPU per webhook
+/// than with the system allocator (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "control-plane", version, about = "Switchyard control plane")]
 struct Cli {

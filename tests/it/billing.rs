@@ -428,6 +428,76 @@ async fn with_redis_down_the_job_minute_quota_still_holds() {
     quota_is_enforced(true).await;
 }
 
+/// Leased webhook cells all come out of the org's one budget in Redis: two control planes
+/// handing out leases never allow more than the burst (plus what refills meanwhile), every
+/// leased cell is used while deliveries keep coming, a refusal is then answered from memory,
+/// and a busy org far from its limit costs a Redis call per lease, not per delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_leases_of_two_control_planes_share_one_budget() {
+    use control_plane::billing::limits::{Decision, Limit, Limiter};
+    let redis = redis::Client::open(TestEnv::get().redis_url.as_str())
+        .unwrap()
+        .get_connection_manager()
+        .await
+        .unwrap();
+    let prefix = format!("test-leases-{}:", uuid::Uuid::new_v4().simple());
+    let planes = [
+        Limiter::new(redis.clone(), &prefix),
+        Limiter::new(redis.clone(), &prefix),
+    ];
+    // 512 at once, then one a minute: leases of up to 32 cells.
+    let limit = Limit {
+        per_minute: 1,
+        burst: 512,
+    };
+    let (mut allowed, mut refused) = (0, 0);
+    for i in 0..1_000 {
+        match planes[i % 2].webhook(OrgId(42), limit).await {
+            Decision::Allowed { .. } => allowed += 1,
+            Decision::Limited { .. } => refused += 1,
+            Decision::Unchecked => panic!("Redis is up"),
+        }
+    }
+    assert!(
+        (512..=513).contains(&allowed),
+        "allowed {allowed}, refused {refused}"
+    );
+    let Decision::Limited { retry_after, .. } = planes[1].webhook(OrgId(42), limit).await else {
+        panic!("the budget is spent");
+    };
+    assert!(retry_after > Duration::from_secs(1), "{retry_after:?}");
+    // Another org's budget is its own.
+    assert!(matches!(
+        planes[0].webhook(OrgId(43), limit).await,
+        Decision::Allowed { .. }
+    ));
+    // A busy org far from its limit: leases of up to 1,024 cells, not a call per delivery.
+    let roomy = Limit {
+        per_minute: 100_000_000,
+        burst: 100_000_000,
+    };
+    let before = planes[0].redis_calls();
+    for _ in 0..5_000 {
+        assert!(matches!(
+            planes[0].webhook(OrgId(44), roomy).await,
+            Decision::Allowed { .. }
+        ));
+    }
+    let calls = planes[0].redis_calls() - before;
+    assert!(calls < 500, "{calls} Redis calls for 5,000 deliveries");
+    let mut conn = redis.clone();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
 /// The workers read the month's job seconds from the Redis mirror when it has them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quota_check_reads_the_months_seconds_from_redis() {

@@ -8,6 +8,18 @@
 //! `switchyard_intake_deliveries_total{outcome="rate_limited"}` and metered like any other
 //! delivery.
 //!
+//! A busy org's webhooks are not each a Redis call: each control plane takes cells from the
+//! org's budget in small leases and hands them out locally ([`Leases`]). A lease is sized to
+//! what this control plane used of the org's budget in the last [`LEASE_SPAN`] (one cell at
+//! first, so a quiet org is checked exactly, delivery by delivery), at most a sixteenth of
+//! the burst and [`MAX_LEASE`], and its unused cells are dropped after [`LEASE_TTL`]. Every cell
+//! still comes from the shared budget, so the sustained rate holds across all control planes;
+//! what leasing costs is bounded by the lease: a burst may go over by at most the cells leased
+//! within the last [`LEASE_TTL`] (under a tenth of a second of the org's rate per control
+//! plane), and cells left unused when traffic stops are spent. A refusal is also remembered
+//! until its retry time — no cell can free up before then — so an org far over its limit
+//! costs no Redis call per delivery either. Plans whose burst is under 32 are never leased.
+//!
 //! **The org-scoped API.** Two budgets are taken together by each request: the org's
 //! (`api_burst`, `api_rate_per_minute`) and the calling API key's (`api_key_burst`,
 //! `api_key_rate_per_minute`; a token counts as the key it was issued for). A request is
@@ -21,48 +33,64 @@
 //! is not asked again for [`REDIS_COOLDOWN`], so a Redis that hangs adds its timeout to one
 //! request per cooldown rather than to every request. One warning is logged per failure.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use protocol::OrgId;
 
 /// How long Redis is left alone after it failed to answer.
 pub const REDIS_COOLDOWN: Duration = Duration::from_secs(1);
 
-/// GCRA over any number of keys, all or nothing: `ARGV = now, (interval, burst) per key`
-/// (milliseconds). Returns `{allowed, remaining, retry_after, reset, which}` where `which` is
-/// the 1-based index of the key that decided: the one that refused, or the one with the least
-/// room left.
+/// The longest a lease's cells are kept before the unused ones are dropped.
+pub const LEASE_TTL: Duration = Duration::from_millis(100);
+/// A lease covers what this control plane used of the org's budget in this much time.
+pub const LEASE_SPAN: Duration = Duration::from_millis(50);
+/// The most cells one lease takes.
+pub const MAX_LEASE: u32 = 1024;
+/// Orgs whose leases are kept before expired ones are swept.
+const LEASED_ORGS: usize = 10_000;
+
+/// GCRA over any number of keys, all or nothing: `ARGV = now, want, (interval, burst) per
+/// key` (milliseconds). Takes up to `want` cells from every key — as many as the key with the
+/// least room has, at least one — or none. Returns
+/// `{allowed, remaining, retry_after, reset, which, taken}` where `which` is the 1-based index
+/// of the key that decided: the one that refused, or the one with the least room left.
 const GCRA: &str = r"
-local now = tonumber(ARGV[1])
-local tats = {}
-local best, best_remaining, best_reset = 1, nil, 0
+local now, want = tonumber(ARGV[1]), tonumber(ARGV[2])
+local tats, intervals = {}, {}
 local worst, worst_retry = 0, 0
+local take = want
 for i, key in ipairs(KEYS) do
-  local interval, burst = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local interval, burst = tonumber(ARGV[2 * i + 1]), tonumber(ARGV[2 * i + 2])
   local tat = tonumber(redis.call('GET', key) or now)
   if tat < now then tat = now end
-  local new_tat = tat + interval
   local horizon = interval * burst
-  if new_tat - now > horizon then
-    local retry = new_tat - now - horizon
-    if retry > worst_retry then worst, worst_retry = i, retry end
-  else
-    local remaining = math.floor((horizon - (new_tat - now)) / interval)
-    if best_remaining == nil or remaining < best_remaining then
-      best, best_remaining, best_reset = i, remaining, new_tat - now
-    end
+  -- Cells free now; the epsilon keeps a whole cell whole despite fractional intervals.
+  local room = math.floor((horizon - (tat - now)) / interval + 1e-9)
+  if room < 1 then
+    local retry = tat + interval - now - horizon
+    if retry > worst_retry or worst == 0 then worst, worst_retry = i, retry end
+  elseif room < take then
+    take = room
   end
-  tats[i] = new_tat
+  tats[i], intervals[i] = tat, interval
 end
 if worst > 0 then
-  return {0, 0, math.ceil(worst_retry), 0, worst}
+  return {0, 0, math.ceil(worst_retry), 0, worst, 0}
 end
+local best, best_remaining, best_reset = 1, nil, 0
 for i, key in ipairs(KEYS) do
-  redis.call('SET', key, tats[i], 'PX', math.ceil(tats[i] - now))
+  local new_tat = tats[i] + take * intervals[i]
+  local interval, burst = intervals[i], tonumber(ARGV[2 * i + 2])
+  local remaining = math.floor((interval * burst - (new_tat - now)) / interval + 1e-9)
+  if best_remaining == nil or remaining < best_remaining then
+    best, best_remaining, best_reset = i, remaining, new_tat - now
+  end
+  redis.call('SET', key, new_tat, 'PX', math.ceil(new_tat - now))
 end
-return {1, best_remaining, 0, math.ceil(best_reset), best}
+return {1, best_remaining, 0, math.ceil(best_reset), best, take}
 ";
 
 /// A limit: `burst` at once, refilled at `per_minute`.
@@ -96,6 +124,109 @@ pub enum Decision {
     Unchecked,
 }
 
+/// Cells of one org's webhook budget this control plane holds.
+#[derive(Clone, Copy, Debug)]
+struct Lease {
+    limit: Limit,
+    /// Cells left to hand out.
+    left: u32,
+    /// Cells the last lease took (with any left from before).
+    taken: u32,
+    at: Instant,
+    /// What Redis said was left in the budget after the lease.
+    remaining: u64,
+    /// Refused until then (the budget's own retry time).
+    refused_until: Option<Instant>,
+}
+
+/// The webhook leases of one control plane, by org (see the module's documentation).
+#[derive(Debug, Default)]
+pub struct Leases {
+    orgs: Mutex<HashMap<OrgId, Lease>>,
+}
+
+impl Leases {
+    fn orgs(&self) -> std::sync::MutexGuard<'_, HashMap<OrgId, Lease>> {
+        self.orgs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A decision without Redis: a cell of a live lease, or a refusal not yet over.
+    pub fn local(&self, org: OrgId, limit: Limit, now: Instant) -> Option<Decision> {
+        let mut orgs = self.orgs();
+        let lease = orgs.get_mut(&org).filter(|l| l.limit == limit)?;
+        if let Some(until) = lease.refused_until.filter(|u| *u > now) {
+            return Some(Decision::Limited {
+                limit,
+                retry_after: until - now,
+            });
+        }
+        if lease.left == 0 || now.duration_since(lease.at) >= LEASE_TTL {
+            return None;
+        }
+        lease.left -= 1;
+        Some(Decision::Allowed {
+            limit,
+            remaining: lease.remaining + u64::from(lease.left),
+            reset: Duration::ZERO,
+        })
+    }
+
+    /// How many cells to ask Redis for: what the org's last lease here lasted for, scaled to
+    /// [`LEASE_SPAN`], within the limit's cap.
+    pub fn want(&self, org: OrgId, limit: Limit, now: Instant) -> u32 {
+        let cap = (limit.burst / 16).min(MAX_LEASE);
+        if cap <= 1 {
+            return 1;
+        }
+        let orgs = self.orgs();
+        let Some(l) = orgs.get(&org).filter(|l| l.limit == limit) else {
+            return 1;
+        };
+        let used = u64::from(l.taken.saturating_sub(l.left));
+        let elapsed = now.duration_since(l.at).max(Duration::from_millis(1));
+        let span = u64::try_from(LEASE_SPAN.as_micros()).unwrap_or(u64::MAX);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let want = (used.saturating_mul(span)).div_ceil(micros);
+        u32::try_from(want).unwrap_or(u32::MAX).clamp(1, cap)
+    }
+
+    /// Keeps what Redis granted: `taken` cells of which the caller uses one.
+    pub fn keep(&self, org: OrgId, limit: Limit, now: Instant, decision: Decision, taken: u32) {
+        let mut orgs = self.orgs();
+        if orgs.len() >= LEASED_ORGS {
+            orgs.retain(|_, l| {
+                now.duration_since(l.at) < LEASE_TTL || l.refused_until.is_some_and(|u| u > now)
+            });
+        }
+        let before = orgs
+            .get(&org)
+            .filter(|l| l.limit == limit && now.duration_since(l.at) < LEASE_TTL)
+            .map_or(0, |l| l.left);
+        let lease = match decision {
+            Decision::Allowed { remaining, .. } => Lease {
+                limit,
+                left: before + taken.saturating_sub(1),
+                taken: before + taken,
+                at: now,
+                remaining,
+                refused_until: None,
+            },
+            Decision::Limited { retry_after, .. } => Lease {
+                limit,
+                left: 0,
+                taken: 0,
+                at: now,
+                remaining: 0,
+                refused_until: Some(now + retry_after),
+            },
+            Decision::Unchecked => return,
+        };
+        orgs.insert(org, lease);
+    }
+}
+
 /// The rate limiter.
 #[derive(Clone)]
 pub struct Limiter {
@@ -104,6 +235,9 @@ pub struct Limiter {
     script: redis::Script,
     /// Unix milliseconds until which Redis is not asked (see [`REDIS_COOLDOWN`]).
     skip_until: Arc<AtomicI64>,
+    leases: Arc<Leases>,
+    /// Scripts run in Redis, all decisions together.
+    redis_calls: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -125,13 +259,28 @@ impl Limiter {
             prefix: prefix.to_owned(),
             script: redis::Script::new(GCRA),
             skip_until: Arc::new(AtomicI64::new(0)),
+            leases: Arc::default(),
+            redis_calls: Arc::default(),
         }
     }
 
-    /// Takes one delivery from `org`'s webhook budget.
+    /// How many times this limiter (and its clones) asked Redis.
+    pub fn redis_calls(&self) -> u64 {
+        self.redis_calls.load(Ordering::Relaxed)
+    }
+
+    /// Takes one delivery from `org`'s webhook budget: from this control plane's lease when
+    /// it holds one, else from Redis (with a new lease when the org is busy).
     pub async fn webhook(&self, org: OrgId, limit: Limit) -> Decision {
+        let now = Instant::now();
+        if let Some(d) = self.leases.local(org, limit, now) {
+            return d;
+        }
+        let want = self.leases.want(org, limit, now);
         let key = format!("{}rl:webhooks:{org}", self.prefix);
-        self.take(&[(key, limit)]).await
+        let (decision, taken) = self.take(&[(key, limit)], want).await;
+        self.leases.keep(org, limit, now, decision, taken);
+        decision
     }
 
     /// Takes one API request from `org`'s budget and, for a key, from the key's — both or
@@ -144,22 +293,24 @@ impl Limiter {
                 limit,
             ));
         }
-        self.take(&keys).await
+        self.take(&keys, 1).await.0
     }
 
-    async fn take(&self, keys: &[(String, Limit)]) -> Decision {
+    /// Takes up to `want` cells (at least one) from every key, or none; with how many.
+    async fn take(&self, keys: &[(String, Limit)], want: u32) -> (Decision, u32) {
         if let Some((_, limit)) = keys.iter().find(|(_, l)| l.per_minute == 0) {
-            return Decision::Limited {
+            let refused = Decision::Limited {
                 limit: *limit,
                 retry_after: Duration::from_secs(60),
             };
+            return (refused, 0);
         }
         let now = chrono::Utc::now().timestamp_millis();
         if now < self.skip_until.load(Ordering::Relaxed) {
-            return Decision::Unchecked;
+            return (Decision::Unchecked, 0);
         }
         let mut invocation = self.script.prepare_invoke();
-        invocation.arg(now);
+        invocation.arg(now).arg(want.max(1));
         for (key, limit) in keys {
             // Milliseconds between two requests at the sustained rate (a rate, not money: a
             // fraction of a millisecond matters for fast plans).
@@ -167,7 +318,8 @@ impl Limiter {
             invocation.key(key).arg(interval).arg(limit.burst.max(1));
         }
         let mut conn = self.redis.clone();
-        let r: Result<(i64, i64, i64, i64, i64), _> = invocation.invoke_async(&mut conn).await;
+        self.redis_calls.fetch_add(1, Ordering::Relaxed);
+        let r: Result<(i64, i64, i64, i64, i64, i64), _> = invocation.invoke_async(&mut conn).await;
         let limit_of = |which: i64| {
             usize::try_from(which - 1)
                 .ok()
@@ -175,20 +327,26 @@ impl Limiter {
                 .map_or(keys[0].1, |(_, l)| *l)
         };
         match r {
-            Ok((1, remaining, _, reset, which)) => Decision::Allowed {
-                limit: limit_of(which),
-                remaining: u64::try_from(remaining).unwrap_or(0),
-                reset: ms(reset),
-            },
-            Ok((_, _, retry, _, which)) => Decision::Limited {
-                limit: limit_of(which),
-                retry_after: ms(retry),
-            },
+            Ok((1, remaining, _, reset, which, taken)) => {
+                let allowed = Decision::Allowed {
+                    limit: limit_of(which),
+                    remaining: u64::try_from(remaining).unwrap_or(0),
+                    reset: ms(reset),
+                };
+                (allowed, u32::try_from(taken).unwrap_or(1).max(1))
+            }
+            Ok((_, _, retry, _, which, _)) => {
+                let refused = Decision::Limited {
+                    limit: limit_of(which),
+                    retry_after: ms(retry),
+                };
+                (refused, 0)
+            }
             Err(e) => {
                 let cooldown = i64::try_from(REDIS_COOLDOWN.as_millis()).unwrap_or(1_000);
                 self.skip_until.store(now + cooldown, Ordering::Relaxed);
                 tracing::warn!(error = %e, cooldown_ms = cooldown, "Redis unavailable: rate limits not applied");
-                Decision::Unchecked
+                (Decision::Unchecked, 0)
             }
         }
     }
@@ -197,6 +355,123 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const BUSY: Limit = Limit {
+        per_minute: 600_000,
+        burst: 4_096,
+    };
+
+    fn allowed(remaining: u64) -> Decision {
+        Decision::Allowed {
+            limit: BUSY,
+            remaining,
+            reset: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_quiet_org_is_checked_delivery_by_delivery() {
+        let leases = Leases::default();
+        let (org, t0) = (OrgId(1), Instant::now());
+        assert_eq!(leases.want(org, BUSY, t0), 1, "nothing known: one cell");
+        leases.keep(org, BUSY, t0, allowed(100), 1);
+        assert_eq!(leases.local(org, BUSY, t0), None, "the one cell was used");
+        // One delivery a second: still one cell at a time.
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(leases.want(org, BUSY, t1), 1);
+    }
+
+    #[test]
+    fn a_busy_org_gets_leases_sized_to_its_recent_traffic_within_the_cap() {
+        let leases = Leases::default();
+        let (org, t0) = (OrgId(1), Instant::now());
+        leases.keep(org, BUSY, t0, allowed(100), 1);
+        // The cell lasted 2 ms: 25 cover the next 50 ms.
+        let t1 = t0 + Duration::from_millis(2);
+        assert_eq!(leases.want(org, BUSY, t1), 25);
+        leases.keep(org, BUSY, t1, allowed(100), 25);
+        for _ in 0..24 {
+            assert!(matches!(
+                leases.local(org, BUSY, t1),
+                Some(Decision::Allowed { .. })
+            ));
+        }
+        assert_eq!(leases.local(org, BUSY, t1), None, "the lease is used up");
+        // 25 used in 1 ms: far more than the cap wants; the cap holds.
+        let t2 = t1 + Duration::from_millis(1);
+        assert_eq!(leases.want(org, BUSY, t2), (BUSY.burst / 16).min(MAX_LEASE));
+        let huge = Limit {
+            per_minute: 100_000_000,
+            burst: 100_000_000,
+        };
+        leases.keep(OrgId(2), huge, t0, allowed(0), 25_000);
+        let used = std::iter::from_fn(|| leases.local(OrgId(2), huge, t0)).count();
+        assert_eq!(used, 24_999);
+        assert_eq!(leases.want(OrgId(2), huge, t0), MAX_LEASE);
+    }
+
+    #[test]
+    fn small_bursts_are_never_leased() {
+        let leases = Leases::default();
+        let small = Limit {
+            per_minute: 600_000,
+            burst: 31,
+        };
+        let (org, t0) = (OrgId(1), Instant::now());
+        leases.keep(org, small, t0, allowed(10), 1);
+        assert_eq!(leases.want(org, small, t0 + Duration::from_micros(10)), 1);
+    }
+
+    #[test]
+    fn unused_cells_are_dropped_after_the_ttl() {
+        let leases = Leases::default();
+        let (org, t0) = (OrgId(1), Instant::now());
+        leases.keep(org, BUSY, t0, allowed(100), 10);
+        assert!(leases.local(org, BUSY, t0 + LEASE_TTL / 2).is_some());
+        assert_eq!(leases.local(org, BUSY, t0 + LEASE_TTL), None);
+        // Two of ten used in the lease's life: the next one is sized to that.
+        assert_eq!(leases.want(org, BUSY, t0 + LEASE_TTL), 1);
+    }
+
+    #[test]
+    fn a_refusal_is_remembered_until_its_retry_time_and_a_new_plan_starts_afresh() {
+        let leases = Leases::default();
+        let (org, t0) = (OrgId(1), Instant::now());
+        let refused = Decision::Limited {
+            limit: BUSY,
+            retry_after: Duration::from_millis(300),
+        };
+        leases.keep(org, BUSY, t0, refused, 0);
+        assert_eq!(
+            leases.local(org, BUSY, t0 + Duration::from_millis(100)),
+            Some(Decision::Limited {
+                limit: BUSY,
+                retry_after: Duration::from_millis(200)
+            })
+        );
+        assert_eq!(
+            leases.local(org, BUSY, t0 + Duration::from_millis(300)),
+            None
+        );
+        // Another plan's limit: what was remembered does not apply.
+        let other = Limit {
+            per_minute: 60,
+            burst: 100,
+        };
+        assert_eq!(leases.local(org, other, t0), None);
+        assert_eq!(leases.want(org, other, t0), 1);
+    }
+
+    #[test]
+    fn cells_left_from_a_live_lease_are_kept_when_another_arrives() {
+        let leases = Leases::default();
+        let (org, t0) = (OrgId(1), Instant::now());
+        leases.keep(org, BUSY, t0, allowed(100), 5);
+        // A concurrent miss brought 3 more: 4 + 2 left to hand out.
+        leases.keep(org, BUSY, t0, allowed(100), 3);
+        let n = std::iter::from_fn(|| leases.local(org, BUSY, t0)).count();
+        assert_eq!(n, 6);
+    }
 
     #[test]
     fn a_limits_window_is_the_time_to_refill_its_burst() {

@@ -17,7 +17,9 @@
 # Results (JSON per measurement) go to .local/bench/; the report to docs/benchmarks.md.
 #
 # Settings (environment): BENCH_RUNS (3), BENCH_PORT_BASE (18600), BENCH_CONNECTIONS (16),
-# BENCH_STEP (3s), BENCH_API_RATE (200), BENCH_OUT (docs/benchmarks.md).
+# BENCH_STEP (3s), BENCH_API_RATE (200), BENCH_OUT (docs/benchmarks.md), and BENCH_ONLY: a
+# comma-separated subset of the measurements (jetstream, noop, intake, probot, api-reads,
+# onboarding, mix, profile) to run and print, writing no report — for working on one figure.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -37,6 +39,7 @@ CONNS="${BENCH_CONNECTIONS:-16}"
 STEP="${BENCH_STEP:-3s}"
 API_RATE="${BENCH_API_RATE:-200}"
 OUT="${BENCH_OUT:-docs/benchmarks.md}"
+ONLY="${BENCH_ONLY:-}"
 CP_PORT=$((BASE + 80))
 GH_PORT=$((BASE + 70))
 NOOP_PORT=$((BASE + 13))
@@ -268,8 +271,10 @@ placeholders() {
 
 # Each measurement: its name, then the loadtest command. The command is recorded as run
 # (secrets travel in the environment, never on the command line).
+wanted() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 measure() { # run name args...
   local run=$1 name=$2; shift 2
+  wanted "$name" || return 0
   local out="$DIR/run-$run/$name.json"
   mkdir -p "$DIR/run-$run"
   if [ "$run" = 1 ]; then
@@ -309,10 +314,12 @@ meta loadavg-after "$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # A profile of the control plane at a fixed rate (80 % of the first run's highest passing
 # rate), with perf's software clock (no hardware counters needed).
-rate=$(grep -m1 '"max_rate"' "$DIR/run-1/intake.json" | sed 's/[^0-9.]//g')
+rate=$(grep -m1 '"max_rate"' "$DIR/run-1/intake.json" 2>/dev/null | sed 's/[^0-9.]//g' || true)
 rate=${rate:-500}
-prof_rate=$(awk -v r="$rate" 'BEGIN { r = int(r * 0.8); print (r < 100 ? 100 : r) }')
-if command -v perf >/dev/null && perf record -e cpu-clock -o /dev/null -- true >/dev/null 2>&1; then
+prof_rate=${BENCH_PROFILE_RATE:-$(awk -v r="$rate" 'BEGIN { r = int(r * 0.8); print (r < 100 ? 100 : r) }')}
+if ! wanted profile; then
+  :
+elif command -v perf >/dev/null && perf record -e cpu-clock -o /dev/null -- true >/dev/null 2>&1; then
   step "profiling the control plane at $prof_rate webhooks/s"
   printf '%s\t%s\n' profile "loadtest run --scenario webhooks --target $CPURL --rate $prof_rate --duration 10s --connections $CONNS & sleep 2; perf record -e cpu-clock -F 499 --call-graph dwarf,16384 -p \$CONTROL_PLANE_PID -- sleep 6" >> "$DIR/commands.tsv"
   "$LT" run --scenario webhooks --target "$CPURL" --rate "$prof_rate" --duration 10s --quiet \
@@ -333,5 +340,9 @@ else
   meta profiler "none (perf unavailable)"
 fi
 
+if [ -n "$ONLY" ]; then
+  step "BENCH_ONLY=$ONLY: no report written; results in $DIR"
+  exit 0
+fi
 step "writing $OUT"
 "$LT" report --dir "$DIR" --out "$OUT"

@@ -10,15 +10,15 @@
 //!
 //! A busy org's webhooks are not each a Redis call: each control plane takes cells from the
 //! org's budget in small leases and hands them out locally ([`Leases`]). A lease is sized to
-//! what this control plane used of the org's budget in the last [`LEASE_SPAN`] (one cell at
-//! first, so a quiet org is checked exactly, delivery by delivery), at most a sixteenth of
-//! the burst and [`MAX_LEASE`], and its unused cells are dropped after [`LEASE_TTL`]. Every cell
+//! last [`LEASE_SPAN`] at the pace this control plane used its last one (one cell at first, so
+//! a quiet org is checked exactly, delivery by delivery), at most a sixteenth of the burst and
+//! [`MAX_LEASE`], and its unused cells are dropped after [`LEASE_TTL`]. Every cell
 //! still comes from the shared budget, so the sustained rate holds across all control planes;
-//! what leasing costs is bounded by the lease: a burst may go over by at most the cells leased
-//! within the last [`LEASE_TTL`] (under a tenth of a second of the org's rate per control
-//! plane), and cells left unused when traffic stops are spent. A refusal is also remembered
-//! until its retry time — no cell can free up before then — so an org far over its limit
-//! costs no Redis call per delivery either. Plans whose burst is under 32 are never leased.
+//! what leasing costs is bounded by the lease: a burst may go over by the cells a control plane
+//! still held from its last lease (at most a sixteenth of the burst each), and cells left
+//! unused when traffic stops are spent. A refusal is also remembered until its retry time — no
+//! cell can free up before then — so an org far over its limit costs no Redis call per
+//! delivery either. Plans whose burst is under 32 are never leased.
 //!
 //! **The org-scoped API.** Two budgets are taken together by each request: the org's
 //! (`api_burst`, `api_rate_per_minute`) and the calling API key's (`api_key_burst`,

@@ -49,7 +49,7 @@ pub const LEASE_TTL: Duration = Duration::from_millis(100);
 pub const LEASE_SPAN: Duration = Duration::from_millis(50);
 /// The most cells one lease takes.
 pub const MAX_LEASE: u32 = 1024;
-/// Orgs whose leases are kept before expired ones are swept.
+/// Orgs whose leases are kept before expired ones are first swept.
 const LEASED_ORGS: usize = 10_000;
 
 /// GCRA over any number of keys, all or nothing: `ARGV = now, want, (interval, burst) per
@@ -142,20 +142,28 @@ struct Lease {
 /// The webhook leases of one control plane, by org (see the module's documentation).
 #[derive(Debug, Default)]
 pub struct Leases {
-    orgs: Mutex<HashMap<OrgId, Lease>>,
+    table: Mutex<Table>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    orgs: HashMap<OrgId, Lease>,
+    /// Size at which expired leases are next swept: twice what a sweep left, so sweeping
+    /// costs O(1) per lease however many orgs are live.
+    sweep_at: usize,
 }
 
 impl Leases {
-    fn orgs(&self) -> std::sync::MutexGuard<'_, HashMap<OrgId, Lease>> {
-        self.orgs
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A decision without Redis: a cell of a live lease, or a refusal not yet over.
     pub fn local(&self, org: OrgId, limit: Limit, now: Instant) -> Option<Decision> {
-        let mut orgs = self.orgs();
-        let lease = orgs.get_mut(&org).filter(|l| l.limit == limit)?;
+        let mut table = self.table();
+        let lease = table.orgs.get_mut(&org).filter(|l| l.limit == limit)?;
         if let Some(until) = lease.refused_until.filter(|u| *u > now) {
             return Some(Decision::Limited {
                 limit,
@@ -180,8 +188,8 @@ impl Leases {
         if cap <= 1 {
             return 1;
         }
-        let orgs = self.orgs();
-        let Some(l) = orgs.get(&org).filter(|l| l.limit == limit) else {
+        let table = self.table();
+        let Some(l) = table.orgs.get(&org).filter(|l| l.limit == limit) else {
             return 1;
         };
         let used = u64::from(l.taken.saturating_sub(l.left));
@@ -194,13 +202,15 @@ impl Leases {
 
     /// Keeps what Redis granted: `taken` cells of which the caller uses one.
     pub fn keep(&self, org: OrgId, limit: Limit, now: Instant, decision: Decision, taken: u32) {
-        let mut orgs = self.orgs();
-        if orgs.len() >= LEASED_ORGS {
-            orgs.retain(|_, l| {
+        let mut table = self.table();
+        if table.orgs.len() >= table.sweep_at.max(LEASED_ORGS) {
+            table.orgs.retain(|_, l| {
                 now.duration_since(l.at) < LEASE_TTL || l.refused_until.is_some_and(|u| u > now)
             });
+            table.sweep_at = table.orgs.len() * 2;
         }
-        let before = orgs
+        let before = table
+            .orgs
             .get(&org)
             .filter(|l| l.limit == limit && now.duration_since(l.at) < LEASE_TTL)
             .map_or(0, |l| l.left);
@@ -223,7 +233,7 @@ impl Leases {
             },
             Decision::Unchecked => return,
         };
-        orgs.insert(org, lease);
+        table.orgs.insert(org, lease);
     }
 }
 
@@ -460,6 +470,18 @@ mod tests {
         };
         assert_eq!(leases.local(org, other, t0), None);
         assert_eq!(leases.want(org, other, t0), 1);
+    }
+
+    #[test]
+    fn expired_leases_are_swept_once_many_orgs_were_seen() {
+        let leases = Leases::default();
+        let t0 = Instant::now();
+        for i in 0..LEASED_ORGS {
+            leases.keep(OrgId(i as i64), BUSY, t0, allowed(1), 1);
+        }
+        assert_eq!(leases.table().orgs.len(), LEASED_ORGS);
+        leases.keep(OrgId(-1), BUSY, t0 + LEASE_TTL, allowed(1), 1);
+        assert_eq!(leases.table().orgs.len(), 1, "only the new lease is live");
     }
 
     #[test]

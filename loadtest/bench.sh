@@ -322,7 +322,7 @@ if ! wanted profile; then
 elif command -v perf >/dev/null && perf record -e cpu-clock -o /dev/null -- true >/dev/null 2>&1; then
   step "profiling the control plane at $prof_rate webhooks/s"
   printf '%s\t%s\n' profile "loadtest run --scenario webhooks --target $CPURL --rate $prof_rate --duration 10s --connections $CONNS & sleep 2; perf record -e cpu-clock -F 499 --call-graph dwarf,16384 -p \$CONTROL_PLANE_PID -- sleep 6" >> "$DIR/commands.tsv"
-  "$LT" run --scenario webhooks --target "$CPURL" --rate "$prof_rate" --duration 10s --quiet \
+  "$LT" run --scenario webhooks --target "$CPURL" --rate "$prof_rate" --duration 10s --quiet --watch loadtest=self \
     --connections "$CONNS" --examples "$EXAMPLES" "${WATCH_CP[@]}" "${VERIFY[@]}" \
     --out "$DIR/profile-run.json" \
     > "$DIR/profile-run.txt" &

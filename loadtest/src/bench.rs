@@ -496,7 +496,12 @@ fn push_diagnosis(out: &mut String, runs: &[Run], connections: &str, machine_cor
     out.push_str("\n\n");
 }
 
-fn push_profile(out: &mut String, dir: &Path, commands: &BTreeMap<String, String>) {
+fn push_profile(
+    out: &mut String,
+    dir: &Path,
+    commands: &BTreeMap<String, String>,
+    machine_cores: f64,
+) {
     let self_text = std::fs::read_to_string(dir.join("profile-self.txt")).unwrap_or_default();
     let samples = parse_self(&self_text);
     out.push_str("## Where the intake's time goes\n\n");
@@ -518,6 +523,9 @@ fn push_profile(out: &mut String, dir: &Path, commands: &BTreeMap<String, String
     ));
     if let Some(c) = commands.get("profile") {
         out.push_str(&format!("```sh\n{c}\n```\n\n"));
+    }
+    if let Some(r) = run.as_ref().filter(|r| r.throughput_rps > 0.0) {
+        push_cpu_per_webhook(out, r, machine_cores);
     }
     let mut by_category: BTreeMap<&str, f64> = BTreeMap::new();
     for s in &samples {
@@ -581,6 +589,38 @@ fn push_profile(out: &mut String, dir: &Path, commands: &BTreeMap<String, String
     }
 }
 
+/// What each process spent per webhook during the profiled run: the figure to watch when
+/// changing the intake, steadier than the highest passing rate.
+fn push_cpu_per_webhook(out: &mut String, run: &RunReport, machine_cores: f64) {
+    let per = |cores: f64| cores / run.throughput_rps * 1e6;
+    out.push_str(
+        "CPU per webhook during that run, by process (perf was sampling the control plane \
+         meanwhile, which adds a little to its share):\n\n| process | cores | CPU per webhook |\n|---|---|---|\n",
+    );
+    let machine = run.cpu.get(MACHINE).map_or(0.0, |c| c.cores);
+    let mut watched = 0.0;
+    for (name, c) in run.cpu.iter().filter(|(k, _)| k.as_str() != MACHINE) {
+        watched += c.cores;
+        out.push_str(&format!(
+            "| {name} | {:.2} | {:.0} µs |\n",
+            c.cores,
+            per(c.cores)
+        ));
+    }
+    let rest = (machine - watched).max(0.0);
+    out.push_str(&format!(
+        "| everything else | {rest:.2} | {:.0} µs |\n| **whole machine** | **{machine:.2}** | **{:.0} µs** |\n\n",
+        per(rest),
+        per(machine)
+    ));
+    out.push_str(&format!(
+        "At {:.0} µs of the machine's CPU per webhook, its {machine_cores} cores could not \
+         receive more than about {} webhooks/s even fully busy.\n\n",
+        per(machine),
+        thousands(machine_cores * 1e6 / per(machine).max(1.0))
+    ));
+}
+
 /// Steps of the webhook path, found in the inclusive profile by a part of their symbol.
 const KEY_FUNCTIONS: &[(&str, &str)] = &[
     (
@@ -604,8 +644,12 @@ const KEY_FUNCTIONS: &[(&str, &str)] = &[
         "control_plane::intake::signature::verify",
     ),
     (
-        "the delivery recorder, writing rows to the shard (`queue/recorder.rs` `consume`)",
-        "control_plane::queue::recorder::consume",
+        "the delivery recorder, writing rows to the shard (`queue/recorder.rs` `run`)",
+        "control_plane::queue::recorder::run",
+    ),
+    (
+        "the org's webhook rate limit (`billing/limits.rs` `Limiter::webhook`)",
+        "control_plane::billing::limits::Limiter::webhook",
     ),
     (
         "serializing the delivery record (`protocol::delivery::DeliveryRecord`)",
@@ -1008,7 +1052,7 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
 
     let machine_cores: f64 = get("cores").parse().unwrap_or(2.0);
     push_diagnosis(&mut out, &runs, get("connections"), machine_cores);
-    push_profile(&mut out, dir, &commands);
+    push_profile(&mut out, dir, &commands, machine_cores);
     Ok(out)
 }
 

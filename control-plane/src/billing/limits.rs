@@ -223,6 +223,9 @@ impl Leases {
                 remaining,
                 refused_until: None,
             },
+            // A concurrent request's lease still has cells: hand those out first; the refusal
+            // comes back from Redis once they are gone.
+            Decision::Limited { .. } if before > 0 => return,
             Decision::Limited { retry_after, .. } => Lease {
                 limit,
                 left: 0,
@@ -470,6 +473,20 @@ mod tests {
         };
         assert_eq!(leases.local(org, other, t0), None);
         assert_eq!(leases.want(org, other, t0), 1);
+    }
+
+    #[test]
+    fn a_refusal_does_not_drop_the_cells_of_a_live_lease() {
+        let leases = Leases::default();
+        let (org, t0) = (OrgId(1), Instant::now());
+        leases.keep(org, BUSY, t0, allowed(0), 3);
+        let refused = Decision::Limited {
+            limit: BUSY,
+            retry_after: Duration::from_secs(1),
+        };
+        leases.keep(org, BUSY, t0, refused, 0);
+        let n = std::iter::from_fn(|| leases.local(org, BUSY, t0)).count();
+        assert_eq!(n, 2, "the two cells left are handed out");
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub async fn accept(
         });
     }
     let received_at = Utc::now();
+    // What rules match on and the record keeps, read from the payload once.
+    let facts = payload.facts(event);
     let installation = payload.installation_id().map(InstallationId);
     if matches!(event, "installation" | "installation_repositories") {
         crate::github::lifecycle::apply(state, event, &delivery.0, payload).await?;
@@ -66,7 +68,6 @@ pub async fn accept(
                 (Some(org), region, "rate_limited", Vec::new())
             } else {
                 let rules = rules_of(state, org).await?;
-                let facts = payload.facts(event);
                 let ctx = DeliveryContext {
                     org,
                     region: &region,
@@ -88,7 +89,6 @@ pub async fn accept(
         tracing::Span::current().record("org_id", org.0);
     }
 
-    let facts = payload.facts(event);
     let record = DeliveryRecord {
         delivery_id: delivery.clone(),
         org_id: org,

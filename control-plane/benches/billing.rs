@@ -384,19 +384,10 @@ async fn run(cfg: &Cfg, admin: &PgPool) -> serde_json::Value {
         let (catalog, router, plans) = (&catalog, &router, &plans);
         async move {
             let started = Instant::now();
-            let (start, end) = invoicing::bounds(period).unwrap();
-            let orgs = db::orgs::billable(catalog, end).await.unwrap();
-            let changes = db::plan_changes::since(catalog, start).await.unwrap();
-            let (done, missing) = invoicing::per_shard(
-                router,
-                orgs,
-                Duration::from_secs(3_600),
-                |shard, orgs| {
-                    let changes = &changes;
-                    async move { invoicing::close_shard(plans, &shard, orgs, period, changes).await }
-                },
-            )
-            .await;
+            let (done, missing) =
+                invoicing::close_period(catalog, router, plans, period, Duration::from_secs(3_600))
+                    .await
+                    .unwrap();
             assert!(missing.is_empty(), "{missing:?}");
             let finalized: u64 = done.iter().map(|(_, c)| c.finalized).sum();
             (started.elapsed().as_secs_f64(), finalized)
@@ -408,21 +399,15 @@ async fn run(cfg: &Cfg, admin: &PgPool) -> serde_json::Value {
         let (catalog, router, plans) = (&catalog, &router, &plans);
         async move {
             let started = Instant::now();
-            let (start, end) = invoicing::bounds(period).unwrap();
-            let orgs = db::orgs::billable(catalog, end).await.unwrap();
-            let changes = db::plan_changes::since(catalog, start).await.unwrap();
-            let (done, missing) = invoicing::per_shard(
+            let (done, missing) = invoicing::period_invoices(
+                catalog,
                 router,
-                orgs,
+                plans,
+                period,
                 Duration::from_secs(3_600),
-                |shard, orgs| {
-                    let changes = &changes;
-                    async move {
-                        invoicing::shard_invoices(plans, &shard, orgs, period, changes).await
-                    }
-                },
             )
-            .await;
+            .await
+            .unwrap();
             assert!(missing.is_empty(), "{missing:?}");
             let total: i64 = done.iter().flat_map(|(_, c)| c).map(|c| c.total).sum();
             (started.elapsed().as_secs_f64(), total)

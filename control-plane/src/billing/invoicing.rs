@@ -105,6 +105,55 @@ pub fn shard_deadline(t: Duration) -> Duration {
     t.saturating_sub(Duration::from_secs(3)).max(t / 2)
 }
 
+/// What a period gave on every shard: each answering shard's result, and the shards that did
+/// not answer.
+pub type PerShard<T> = (Vec<(String, T)>, Vec<MissingShard>);
+
+/// The orgs billable in `period`, and their plan changes since it began.
+async fn billable_in(
+    catalog: &PgPool,
+    period: Period,
+) -> Result<(Vec<Billable>, HashMap<i64, Vec<PlanChange>>), Error> {
+    let (start, end) = bounds(period)?;
+    let orgs = db::orgs::billable(catalog, end).await?;
+    let changes = db::plan_changes::since(catalog, start).await?;
+    Ok((orgs, changes))
+}
+
+/// Finalizes `period`'s invoices on every shard at once, each within `deadline` (see
+/// [`close_shard`]).
+pub async fn close_period(
+    catalog: &PgPool,
+    router: &ShardRouter,
+    plans: &BTreeMap<String, PlanConfig>,
+    period: Period,
+    deadline: Duration,
+) -> Result<PerShard<Closed>, Error> {
+    let (orgs, changes) = billable_in(catalog, period).await?;
+    let changes = &changes;
+    Ok(per_shard(router, orgs, deadline, |shard, orgs| async move {
+        close_shard(plans, &shard, orgs, period, changes).await
+    })
+    .await)
+}
+
+/// Every billable org's invoice of `period`, finalized or drafted, from every shard at once,
+/// each within `deadline` (see [`shard_invoices`]).
+pub async fn period_invoices(
+    catalog: &PgPool,
+    router: &ShardRouter,
+    plans: &BTreeMap<String, PlanConfig>,
+    period: Period,
+    deadline: Duration,
+) -> Result<PerShard<Vec<Counted>>, Error> {
+    let (orgs, changes) = billable_in(catalog, period).await?;
+    let changes = &changes;
+    Ok(per_shard(router, orgs, deadline, |shard, orgs| async move {
+        shard_invoices(plans, &shard, orgs, period, changes).await
+    })
+    .await)
+}
+
 /// Groups `orgs` by their shard and runs `work` on every shard at once, each within
 /// `deadline`. Returns each answering shard's result and the shards that did not answer.
 pub async fn per_shard<T, F, Fut>(
@@ -112,7 +161,7 @@ pub async fn per_shard<T, F, Fut>(
     orgs: Vec<Billable>,
     deadline: Duration,
     work: F,
-) -> (Vec<(String, T)>, Vec<MissingShard>)
+) -> PerShard<T>
 where
     F: Fn(ShardHandle, Vec<Billable>) -> Fut,
     Fut: Future<Output = Result<T, Error>>,
@@ -200,6 +249,23 @@ pub struct Counted {
     pub finalized: bool,
 }
 
+/// The orgs' invoices of `period` already finalized on `shard`, and the orgs still open.
+async fn finalized_and_open(
+    shard: &ShardHandle,
+    orgs: &[Billable],
+    period: Period,
+) -> Result<(HashMap<i64, db::invoices::Finalized>, Vec<i64>), Error> {
+    let ids: Vec<i64> = orgs.iter().map(|o| o.id).collect();
+    let finalized = db::invoices::finalized_of(&shard.pool, &ids, &period.to_string())
+        .await
+        .map_err(|e| shard_error(&shard.name, e))?;
+    let open = ids
+        .into_iter()
+        .filter(|id| !finalized.contains_key(id))
+        .collect();
+    Ok((finalized, open))
+}
+
 /// Every org's invoice of `period` on one shard: the finalized one where there is one, the
 /// draft otherwise.
 pub async fn shard_invoices(
@@ -209,15 +275,7 @@ pub async fn shard_invoices(
     period: Period,
     changes: &HashMap<i64, Vec<PlanChange>>,
 ) -> Result<Vec<Counted>, Error> {
-    let ids: Vec<i64> = orgs.iter().map(|o| o.id).collect();
-    let finalized = db::invoices::finalized_of(&shard.pool, &ids, &period.to_string())
-        .await
-        .map_err(|e| shard_error(&shard.name, e))?;
-    let open: Vec<i64> = ids
-        .iter()
-        .copied()
-        .filter(|id| !finalized.contains_key(id))
-        .collect();
+    let (finalized, open) = finalized_and_open(shard, &orgs, period).await?;
     let drafts = draft_all(plans, shard, &orgs, &open, period, changes).await?;
     let mut out = Vec::with_capacity(orgs.len());
     for org in orgs {
@@ -295,15 +353,7 @@ pub async fn close_shard(
     period: Period,
     changes: &HashMap<i64, Vec<PlanChange>>,
 ) -> Result<Closed, Error> {
-    let ids: Vec<i64> = orgs.iter().map(|o| o.id).collect();
-    let finalized = db::invoices::finalized_of(&shard.pool, &ids, &period.to_string())
-        .await
-        .map_err(|e| shard_error(&shard.name, e))?;
-    let open: Vec<i64> = ids
-        .iter()
-        .copied()
-        .filter(|id| !finalized.contains_key(id))
-        .collect();
+    let (finalized, open) = finalized_and_open(shard, &orgs, period).await?;
     let mut drafts: Vec<(i64, StoredInvoice)> =
         draft_all(plans, shard, &orgs, &open, period, changes)
             .await?
@@ -311,7 +361,7 @@ pub async fn close_shard(
             .collect();
     drafts.sort_by_key(|(org, _)| *org);
     let mut out = Closed {
-        orgs: ids.len() as u64,
+        orgs: orgs.len() as u64,
         finalized: 0,
         already_finalized: finalized.len() as u64,
     };

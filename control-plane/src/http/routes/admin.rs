@@ -286,21 +286,14 @@ async fn close_period(
             "{period} has not ended; it can be closed from its last day's end on"
         )));
     }
-    let (start, end) = invoicing::bounds(period)?;
-    let orgs = db::orgs::billable(&state.catalog, end).await?;
-    let changes = db::plan_changes::since(&state.catalog, start).await?;
-    let n = orgs.len() as u64;
-    let (plans, ch) = (&state.config.plans, &changes);
-    let (done, missing_shards) =
-        invoicing::per_shard(
-            &state.shards,
-            orgs,
-            invoicing::shard_deadline(state.config.server.request_timeout),
-            move |shard, orgs| async move {
-                invoicing::close_shard(plans, &shard, orgs, period, ch).await
-            },
-        )
-        .await;
+    let (done, missing_shards) = invoicing::close_period(
+        &state.catalog,
+        &state.shards,
+        &state.config.plans,
+        period,
+        invoicing::shard_deadline(state.config.server.request_timeout),
+    )
+    .await?;
     let shards: Vec<ShardClosedOut> = done
         .into_iter()
         .map(|(shard, c)| ShardClosedOut {
@@ -312,7 +305,8 @@ async fn close_period(
         .collect();
     let out = ClosePeriodOut {
         period: period.to_string(),
-        orgs: n,
+        orgs: shards.iter().map(|s| s.orgs).sum::<u64>()
+            + missing_shards.iter().map(|m| m.orgs).sum::<u64>(),
         finalized: shards.iter().map(|s| s.finalized).sum(),
         already_finalized: shards.iter().map(|s| s.already_finalized).sum(),
         complete: missing_shards.is_empty(),
@@ -391,19 +385,14 @@ async fn revenue_report(
             .ok_or_else(|| Error::Invalid(vec![FieldError::new("period", "expected YYYY-MM")]))?,
         None => Period::of(chrono::Utc::now().date_naive()),
     };
-    let (start, end) = invoicing::bounds(period)?;
-    let orgs = db::orgs::billable(&state.catalog, end).await?;
-    let changes = db::plan_changes::since(&state.catalog, start).await?;
-    let (plans, ch) = (&state.config.plans, &changes);
-    let (done, missing_shards) = invoicing::per_shard(
+    let (done, missing_shards) = invoicing::period_invoices(
+        &state.catalog,
         &state.shards,
-        orgs,
+        &state.config.plans,
+        period,
         invoicing::shard_deadline(state.config.server.request_timeout),
-        move |shard, orgs| async move {
-            invoicing::shard_invoices(plans, &shard, orgs, period, ch).await
-        },
     )
-    .await;
+    .await?;
     let mut rows: BTreeMap<(String, String), RevenueRowOut> = BTreeMap::new();
     for c in done.into_iter().flat_map(|(_, counted)| counted) {
         let row = rows

@@ -55,6 +55,19 @@ async fn add_shard(app: &TestApp, name: &str, region: &str, dsn: &str) -> Value 
     r.body
 }
 
+/// Opens `[start, end)` on `shard` through the API.
+async fn add_range(app: &TestApp, shard: &str, start: i64, end: i64) {
+    let r = app
+        .post(
+            US,
+            "/v1/admin/shards/ranges",
+            OPERATOR_TOKEN,
+            json!({"shard": shard, "start": start, "end": end}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+}
+
 /// Waits until the US control plane routes `org` to `shard`.
 async fn wait_routed(app: &TestApp, org: i64, shard: &str) {
     wait_for(
@@ -121,15 +134,7 @@ async fn shards_and_ranges_are_registered_listed_and_checked_through_the_api() {
     .assert_problem(409);
 
     // Ranges: opened, never overlapping.
-    let r = app
-        .post(
-            US,
-            "/v1/admin/shards/ranges",
-            OPERATOR_TOKEN,
-            json!({"shard": "us-east-1-1", "start": 5_000_000, "end": 6_000_000}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
+    add_range(&app, "us-east-1-1", 5_000_000, 6_000_000).await;
     for (body, status) in [
         (
             json!({"shard": "us-east-1-1", "start": 5_500_000, "end": 7_000_000}),
@@ -204,15 +209,7 @@ async fn a_down_shard_refuses_only_its_own_orgs_at_once_and_recovers_by_itself()
     admin.close().await;
     let other = app.create_org(US).await["id"].as_i64().unwrap();
     add_shard(&app, "us-east-1-1", US, &pg.url("shard")).await;
-    let r = app
-        .post(
-            US,
-            "/v1/admin/shards/ranges",
-            OPERATOR_TOKEN,
-            json!({"shard": "us-east-1-1", "start": 5_000_000, "end": 6_000_000}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
+    add_range(&app, "us-east-1-1", 5_000_000, 6_000_000).await;
     wait_routed(&app, 5_000_000, "us-east-1-1").await;
     let org = app.create_org(US).await;
     assert_eq!(org["shard"], "us-east-1-1");

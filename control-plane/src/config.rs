@@ -64,6 +64,12 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Largest JSON body the API accepts, in bytes (`413` above). Default 1 MiB.
     pub api_body_limit: usize,
+    /// Threads of the async runtime that serves requests and runs the consumers; `0` (the
+    /// default) = one per core available to the process (its cgroup CPU limit counted). Where
+    /// the cores are shared with NATS and PostgreSQL on one machine, `1` spends less on
+    /// waking threads than a second thread earns (the local stack sets it; see
+    /// docs/operations.md, "Runtime threads").
+    pub worker_threads: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -121,9 +121,31 @@ enum ShardsCmd {
     Verify,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // `serve` sizes its runtime from its configuration; the one-off commands take the default.
+    let serving = match cli.command {
+        Command::Serve => Some(Config::load(cli.config.as_deref())?),
+        _ => None,
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    match serving.as_ref().map(|c| c.server.worker_threads) {
+        Some(threads) if threads > 0 => {
+            runtime.worker_threads(threads);
+        }
+        _ => {}
+    }
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match serving {
+        Some(cfg) => runtime.block_on(serve(cfg)),
+        None => runtime.block_on(run(cli)),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::ConfigCheck => {
             let cfg = Config::load(cli.config.as_deref())?;
@@ -131,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
             println!("# configuration is valid");
             Ok(())
         }
-        Command::Serve => serve(cli.config).await,
+        Command::Serve => unreachable!("main runs `serve` on a runtime sized by its configuration"),
         Command::Keys(KeysCmd::Generate) => {
             let pair = control_plane::tenancy::jwt::generate_pem();
             print!("{}{}", pair.private_pem, pair.public_pem);
@@ -310,8 +332,7 @@ fn toml_string(cfg: &Config) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(cfg)?)
 }
 
-async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
-    let cfg = Config::load(config.as_deref())?;
+async fn serve(cfg: Config) -> anyhow::Result<()> {
     let _telemetry = telemetry::init(&cfg.telemetry, "control-plane")?;
     let listen = cfg.server.listen;
     let shutdown = shutdown::on_signal();

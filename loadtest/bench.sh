@@ -17,7 +17,8 @@
 # Results (JSON per measurement) go to .local/bench/; the report to docs/benchmarks.md.
 #
 # Settings (environment): BENCH_RUNS (3), BENCH_PORT_BASE (18600), BENCH_CONNECTIONS (16),
-# BENCH_STEP (3s), BENCH_API_RATE (200), BENCH_OUT (docs/benchmarks.md), and BENCH_ONLY: a
+# BENCH_STEP (3s), BENCH_API_RATE (200), BENCH_CP_THREADS (1: the control plane's runtime
+# threads, 0 = one per core), BENCH_OUT (docs/benchmarks.md), and BENCH_ONLY: a
 # comma-separated subset of the measurements (jetstream, noop, intake, probot, api-reads,
 # onboarding, mix, profile) to run and print, writing no report — for working on one figure.
 set -euo pipefail
@@ -38,6 +39,9 @@ BASE="${BENCH_PORT_BASE:-18600}"
 CONNS="${BENCH_CONNECTIONS:-16}"
 STEP="${BENCH_STEP:-3s}"
 API_RATE="${BENCH_API_RATE:-200}"
+# Runtime threads of the control plane under test: 1, as the local stack runs it (its cores
+# are shared with NATS, PostgreSQL and the generator); BENCH_CP_THREADS=0 for one per core.
+CP_THREADS="${BENCH_CP_THREADS:-1}"
 OUT="${BENCH_OUT:-docs/benchmarks.md}"
 ONLY="${BENCH_ONLY:-}"
 CP_PORT=$((BASE + 80))
@@ -154,6 +158,7 @@ name = "us-east-1"
 [server]
 listen = "127.0.0.1:$CP_PORT"
 public_url = "http://127.0.0.1:$CP_PORT"
+worker_threads = $CP_THREADS
 [database]
 catalog_url = "$PG_BASE/$CATALOG_DB"
 [nats]
@@ -258,6 +263,7 @@ meta probot "$(node -p "require('$PEER/node_modules/probot/package.json').versio
 meta commit "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
 meta connections "$CONNS"
 meta step "$STEP"
+meta cp-threads "$CP_THREADS"
 meta api-rate "$API_RATE"
 meta runs "$RUNS"
 meta examples "$EXAMPLES"

@@ -236,6 +236,9 @@ ensure_db() {
 # ---------------------------------------------------------------- NATS and Redis
 
 start_nats() {
+  # One Go scheduler thread each (GOMAXPROCS=1): the servers share the machine's cores with
+  # everything else the stack runs, and a second idle-spinning thread cost a quarter of NATS's
+  # CPU per webhook (docs/operations.md, "Runtime threads").
   mkdir -p "$LOCAL/nats"
   cat > "$LOCAL/nats/us-east-1.conf" <<CONF
 server_name: switchyard-us-east-1
@@ -255,12 +258,12 @@ leafnodes { remotes: [ { url: "nats-leaf://127.0.0.1:${LEAF_PORT}" } ] }
 CONF
   if ! alive nats-us-east-1; then
     step "starting NATS (us-east-1 domain) on 127.0.0.1:${NATS_US_PORT}"
-    spawn nats-us-east-1 nats-server -c "$LOCAL/nats/us-east-1.conf"
+    spawn nats-us-east-1 env GOMAXPROCS=1 nats-server -c "$LOCAL/nats/us-east-1.conf"
     wait_port "$NATS_US_PORT" "NATS us-east-1"
   fi
   if ! alive nats-eu-west-1; then
     step "starting NATS (eu-west-1 domain, leafnode to us-east-1) on 127.0.0.1:${NATS_EU_PORT}"
-    spawn nats-eu-west-1 nats-server -c "$LOCAL/nats/eu-west-1.conf"
+    spawn nats-eu-west-1 env GOMAXPROCS=1 nats-server -c "$LOCAL/nats/eu-west-1.conf"
     wait_port "$NATS_EU_PORT" "NATS eu-west-1"
   fi
 }
@@ -302,6 +305,9 @@ name = "$region"
 [server]
 listen = "127.0.0.1:$port"
 public_url = "http://127.0.0.1:$port"
+# The stack's processes share this machine's cores: one runtime thread per control plane
+# wakes fewer threads per request (docs/operations.md, "Runtime threads").
+worker_threads = 1
 [database]
 catalog_url = "$(pg_url switchyard_catalog)"
 [nats]

@@ -921,15 +921,22 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
          its `installation` set to the one the scenario bound, signed with HMAC-SHA256 as GitHub \
          does. The intake, the no-op server and Probot receive the same requests.\n"
     ));
-    out.push_str(
+    let threads = match get("cp-threads") {
+        "0" | "?" => "one runtime thread per core".to_owned(),
+        "1" => "one runtime thread (`[server] worker_threads = 1`, as the local stack runs it)"
+            .to_owned(),
+        n => format!("{n} runtime threads (`[server] worker_threads = {n}`)"),
+    };
+    out.push_str(&format!(
         "- **The control plane under test** is a release build started by the benchmark with \
          the committed defaults except: its own catalog and shard databases on the local \
-         stack's PostgreSQL, NATS namespace `bench` on the stack's `us-east-1` NATS server, its \
-         own Redis key prefix, logs at `warn` (intake logs every request at `info`), and \
-         delivery recovery off. Its org, the org's installation and, for the API reads, an \
-         access token are set up through the API at the start of each scenario. No worker runs: \
-         jobs stay queued in the work-queue stream.\n",
-    );
+         stack's PostgreSQL, NATS namespace `bench` on the stack's `us-east-1` NATS server (one \
+         Go scheduler thread, `GOMAXPROCS=1`, as the stack starts it), its own Redis key \
+         prefix, logs at `warn` (intake logs every request at `info`), delivery recovery off, \
+         and {threads}. Its org, the org's installation and, for the API reads, an access \
+         token are set up through the API at the start of each scenario. No worker runs: jobs \
+         stay queued in the work-queue stream.\n"
+    ));
     out.push_str(
         "- **Raw JetStream ceiling**: 12,288-byte messages to a stream of its own created with \
          the settings of a region's `JOBS` stream (file storage, work-queue retention, 1 h \

@@ -188,6 +188,12 @@ pub struct IntakeConfig {
     pub cache_ttl: Duration,
     /// Entries per cache. Default 100,000.
     pub cache_capacity: u64,
+    /// Most delivery records in one message of the deliveries stream: the records of
+    /// deliveries accepted while the previous messages of their shard await JetStream go
+    /// together (see `queue::records`). Default 256; 1 publishes every record alone.
+    pub record_batch_max: usize,
+    /// Messages of records per shard awaiting JetStream's acknowledgement at once. Default 2.
+    pub record_batches_in_flight: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -309,6 +315,14 @@ impl Config {
         rule(
             self.recorder.batch_size > 0,
             "recorder.batch_size must be positive",
+        )?;
+        rule(
+            (1..=10_000).contains(&self.intake.record_batch_max),
+            "intake.record_batch_max must be between 1 and 10,000",
+        )?;
+        rule(
+            (1..=64).contains(&self.intake.record_batches_in_flight),
+            "intake.record_batches_in_flight must be between 1 and 64",
         )?;
         rule(
             self.billing.currency.len() == 3

@@ -106,7 +106,16 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         &metrics.registry,
     )?);
     let limiter = billing::limits::Limiter::new(redis.clone(), &config.redis.key_prefix);
+    let records = queue::records::RecordPublisher::new(
+        nats.clone(),
+        queue::records::Limits {
+            max_records: config.intake.record_batch_max,
+            in_flight: config.intake.record_batches_in_flight,
+        },
+        metrics.record_batch_size.clone(),
+    );
     Ok(AppState::new(state::Inner {
+        records,
         region: config.region.name.clone(),
         limiter,
         config,

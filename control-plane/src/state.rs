@@ -32,6 +32,8 @@ pub struct Inner {
     pub jwt: JwtKeys,
     pub github: Arc<Github>,
     pub limiter: crate::billing::limits::Limiter,
+    /// Publishes the intake's delivery records in batches.
+    pub records: crate::queue::records::RecordPublisher,
 }
 
 impl AppState {

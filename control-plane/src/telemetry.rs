@@ -14,6 +14,7 @@ pub struct Metrics {
     pub deliveries: IntCounterVec,
     pub jobs_published: IntCounter,
     pub publish_duration: Histogram,
+    pub record_batch_size: Histogram,
     pub recorded: IntCounterVec,
     pub recorder_batch: Histogram,
     pub redeliveries: IntCounterVec,
@@ -54,6 +55,15 @@ impl Metrics {
                 "Time for JetStream to acknowledge a delivery",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        let record_batch_size = Histogram::with_opts(
+            HistogramOpts::new(
+                "intake_record_batch_records",
+                "Delivery records per message intake published on a deliveries stream",
+            )
+            .buckets(vec![
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+            ]),
         )?;
         let recorded = IntCounterVec::new(
             Opts::new(
@@ -113,6 +123,7 @@ impl Metrics {
             Box::new(deliveries.clone()),
             Box::new(jobs_published.clone()),
             Box::new(publish_duration.clone()),
+            Box::new(record_batch_size.clone()),
             Box::new(recorded.clone()),
             Box::new(recorder_batch.clone()),
         ] {
@@ -129,6 +140,7 @@ impl Metrics {
             deliveries,
             jobs_published,
             publish_duration,
+            record_batch_size,
             recorded,
             recorder_batch,
             redeliveries,

@@ -5,7 +5,7 @@
 //! | stream | subjects | retention | carries |
 //! |---|---|---|---|
 //! | `JOBS_<REGION>` | `jobs.<region>.<kind>.<org_id>` | work queue | jobs for the region's workers |
-//! | `DELIVERIES_<REGION>` | `deliveries.<region>.<org_id \| unclaimed>` | limits (age) | what intake accepted, for the recorder |
+//! | `DELIVERIES_<REGION>` | `deliveries.<region>.shard.<shard> \| unclaimed` | limits (age) | what intake accepted, for the recorder: batches of records |
 //! | `USAGE_<REGION>` | `usage.<region>.<org_id>` | limits (age) | usage events for the ingester |
 //! | `DEAD_<REGION>` | `dead.<region>.<kind>.<org_id>` | limits (age) | jobs that exhausted their attempts |
 //!
@@ -82,10 +82,11 @@ impl Names {
     pub fn deliveries_stream(&self, region: &Region) -> String {
         self.stream("DELIVERIES", region)
     }
-    /// `org = None` for deliveries of installations no org has claimed.
-    pub fn deliveries_subject(&self, region: &Region, org: Option<OrgId>) -> String {
-        match org {
-            Some(org) => self.subject(format_args!("deliveries.{region}.{org}")),
+    /// Where intake publishes batches of delivery records: those of the orgs of one shard
+    /// (`shard = Some`), or of installations no org has claimed (`None`).
+    pub fn deliveries_subject(&self, region: &Region, shard: Option<&str>) -> String {
+        match shard {
+            Some(shard) => self.subject(format_args!("deliveries.{region}.shard.{shard}")),
             None => self.subject(format_args!("deliveries.{region}.unclaimed")),
         }
     }
@@ -166,6 +167,10 @@ mod tests {
         assert_eq!(
             n.deliveries_subject(&us(), None),
             "deliveries.us-east-1.unclaimed"
+        );
+        assert_eq!(
+            n.deliveries_subject(&us(), Some("us-east-1-0")),
+            "deliveries.us-east-1.shard.us-east-1-0"
         );
         assert_eq!(n.dead_stream(&us()), "DEAD_US_EAST_1");
         assert_eq!(n.workers_bucket(), "workers");

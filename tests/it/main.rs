@@ -12,6 +12,7 @@ mod billing;
 mod conformance;
 mod github;
 mod helpers;
+mod intake;
 mod sharding;
 mod slice;
 mod tenancy;

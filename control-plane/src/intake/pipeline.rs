@@ -15,6 +15,7 @@ use crate::config::PlanConfig;
 use crate::db::{self, OrgDb};
 use crate::error::{Chain, Error, Result};
 use crate::queue::publisher;
+use crate::queue::records::Lane;
 use crate::state::AppState;
 
 /// What intake did with a delivery.
@@ -101,10 +102,18 @@ pub async fn accept(
         outcome: outcome.to_owned(),
         jobs: jobs.clone(),
     };
+    // The record goes to the org's home region, in a batch with the records of its shard's
+    // orgs; an unclaimed delivery (or one of an org the map has no range for yet: the
+    // recorder routes each record by its own org id) to this region's unclaimed ones.
+    let lane = Lane {
+        shard: org.and_then(|o| state.shards.shard_name(o)),
+        region,
+    };
     let started = Instant::now();
     let published = publisher::publish_delivery(
         &state.nats,
-        &region,
+        &state.records,
+        lane,
         &jobs,
         &record,
         state.config.github.publish_timeout,

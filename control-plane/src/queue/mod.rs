@@ -1,9 +1,10 @@
-//! JetStream: publishing accepted deliveries and their jobs, the recorder that writes them to
-//! the shards, and the ingester that writes usage events there.
+//! JetStream: publishing accepted deliveries and their jobs (the records in batches), the
+//! recorder that writes them to the shards, and the ingester that writes usage events there.
 
 pub mod ingester;
 pub mod publisher;
 pub mod recorder;
+pub mod records;
 
 use std::future::Future;
 use std::time::Duration;

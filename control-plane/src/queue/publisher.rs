@@ -1,5 +1,6 @@
 //! Publishing a delivery: its jobs on the jobs stream of the org's region, then its record
-//! on that region's deliveries stream — each acknowledged by JetStream before intake answers.
+//! on that region's deliveries stream (in a batch with the records of other deliveries, see
+//! [`super::records`]) — each acknowledged by JetStream before intake answers.
 //!
 //! Jobs go first: if the record then fails, the jobs still run (workers create their rows)
 //! and the `503` makes GitHub's redelivery publish the record, while the jobs' message ids
@@ -23,7 +24,9 @@ use protocol::delivery::DeliveryRecord;
 use protocol::ids::job_msg_id;
 use protocol::service::nats::Nats;
 use protocol::service::telemetry::inject_nats;
-use protocol::{JobMessage, JobSpec, Region};
+use protocol::{JobMessage, JobSpec};
+
+use super::records::{Lane, RecordError, RecordPublisher};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -37,10 +40,22 @@ pub enum PublishError {
     Encode(#[from] serde_json::Error),
 }
 
+impl From<RecordError> for PublishError {
+    fn from(e: RecordError) -> Self {
+        match e {
+            RecordError::Disconnected => Self::Disconnected,
+            RecordError::Refused(why) => Self::Refused(why),
+            RecordError::Stopped => Self::Refused(e.to_string()),
+        }
+    }
+}
+
 /// What JetStream said about a delivery's messages.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Published {
-    /// Whether JetStream had already stored this delivery (a redelivery inside the window).
+    /// Whether JetStream had already stored this delivery's jobs (a redelivery inside the
+    /// duplicate window). A delivery that makes no jobs is never reported as one here; the
+    /// recorder leaves its repeated record as the first one was written.
     pub duplicate: bool,
 }
 
@@ -60,12 +75,12 @@ fn message(payload: Bytes, msg_id: String) -> PublishMessage {
         .headers(headers)
 }
 
-/// Publishes `jobs` and then `record` (to the deliveries stream of `home`, the org's region
-/// or, for an unclaimed installation, this one), waiting for both acknowledgements within
-/// `timeout`.
+/// Publishes `jobs` and then `record` (on `lane`: the org's home region and shard or, for an
+/// unclaimed installation, this region), waiting for every acknowledgement within `timeout`.
 pub async fn publish_delivery(
     nats: &Nats,
-    home: &Region,
+    records: &RecordPublisher,
+    lane: Lane,
     jobs: &[JobSpec],
     record: &DeliveryRecord,
     timeout: Duration,
@@ -87,25 +102,13 @@ pub async fn publish_delivery(
                     .map_err(|e| PublishError::Refused(e.to_string()))?,
             );
         }
-        try_join_all(acks.into_iter().map(IntoFuture::into_future))
+        let acks = try_join_all(acks.into_iter().map(IntoFuture::into_future))
             .await
             .map_err(|e| PublishError::Refused(e.to_string()))?;
+        let duplicate = !acks.is_empty() && acks.iter().all(|a| a.duplicate);
 
-        let subject = nats.names.deliveries_subject(home, record.org_id);
-        let payload = serde_json::to_vec(record)?;
-        let ack = nats
-            .js
-            .send_publish(
-                subject,
-                message(payload.into(), record.delivery_id.0.clone()),
-            )
-            .await
-            .map_err(|e| PublishError::Refused(e.to_string()))?
-            .await
-            .map_err(|e| PublishError::Refused(e.to_string()))?;
-        Ok(Published {
-            duplicate: ack.duplicate,
-        })
+        records.publish(lane, serde_json::to_vec(record)?).await?;
+        Ok(Published { duplicate })
     };
     tokio::time::timeout(timeout, work)
         .await

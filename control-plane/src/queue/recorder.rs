@@ -1,7 +1,8 @@
 //! The recorder: consumes the region's deliveries stream and writes each delivery, and the
 //! `queued` rows of its jobs, to the org's shard — in batches, once (inserts are idempotent,
-//! so a redelivered message changes nothing). Deliveries of unclaimed installations go to the
-//! catalog.
+//! so a redelivered message changes nothing). A message holds the records of one or more
+//! deliveries (see [`super::records`]); it is acknowledged once all of them are written.
+//! Deliveries of unclaimed installations go to the catalog.
 //!
 //! Intake never waits for this: JetStream's acknowledgement is the durable record, and the
 //! rows follow within milliseconds. Workers create a job's row themselves if they get to it
@@ -11,8 +12,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{AckKind, Message};
-use protocol::JobStatus;
-use protocol::delivery::DeliveryRecord;
+use protocol::JobSpec;
+use protocol::delivery::{DeliveryRecord, decode_records};
 use protocol::service::jobstore;
 use protocol::subjects::RECORDER_CONSUMER;
 use protocol::usage::{Metric, UsageEvent};
@@ -38,51 +39,70 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
     .await;
 }
 
-/// Writes one batch and acknowledges what was written.
+/// Writes one batch of messages (each holding one or more records) and acknowledges every
+/// message whose records were all written; the others are retried later, whole (writing is
+/// idempotent, so the records of theirs already written change nothing).
 async fn record(state: &AppState, messages: Vec<Message>) {
     if messages.is_empty() {
         return;
     }
     let started = Instant::now();
-    let mut unclaimed = Vec::new();
-    let mut by_shard: HashMap<String, (db::OrgDb, Vec<(Message, DeliveryRecord)>)> = HashMap::new();
-    for msg in messages {
-        let rec: DeliveryRecord = match serde_json::from_slice(&msg.payload) {
+    // Per message: `None` while all is well, else the delay before it is retried.
+    let mut retry: Vec<Option<Duration>> = vec![None; messages.len()];
+    let mut undecodable = vec![false; messages.len()];
+    let mut unclaimed: Vec<(usize, DeliveryRecord)> = Vec::new();
+    let mut by_shard: HashMap<String, (db::OrgDb, Vec<(usize, DeliveryRecord)>)> = HashMap::new();
+    let mut reloaded = false;
+    for (i, msg) in messages.iter().enumerate() {
+        let recs = match decode_records(&msg.payload) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, subject = %msg.subject, "undecodable delivery record; dropped");
-                ack(&msg, AckKind::Term).await;
+                undecodable[i] = true;
                 continue;
             }
         };
-        match rec.org_id {
-            None => unclaimed.push((msg, rec)),
-            Some(org) => match db::OrgDb::for_org(&state.shards, org) {
-                Ok(db) => by_shard
-                    .entry(db.shard().to_owned())
-                    .or_insert_with(|| (db, Vec::new()))
-                    .1
-                    .push((msg, rec)),
-                Err(_) => {
-                    // The map may be behind the catalog: re-read it and try again later.
-                    tracing::warn!(org_id = %org, "no shard holds this org; retrying the delivery later");
-                    if let Err(e) = state.shards.reload().await {
-                        tracing::warn!(error = %e, "cannot reload the shard map");
+        for rec in recs {
+            match rec.org_id {
+                None => unclaimed.push((i, rec)),
+                Some(org) => match db::OrgDb::for_org(&state.shards, org) {
+                    Ok(db) => by_shard
+                        .entry(db.shard().to_owned())
+                        .or_insert_with(|| (db, Vec::new()))
+                        .1
+                        .push((i, rec)),
+                    Err(_) => {
+                        // The map may be behind the catalog: re-read it and try again later.
+                        tracing::warn!(org_id = %org, "no shard holds this org; retrying the delivery later");
+                        if !reloaded {
+                            reloaded = true;
+                            if let Err(e) = state.shards.reload().await {
+                                tracing::warn!(error = %e, "cannot reload the shard map");
+                            }
+                        }
+                        later(&mut retry[i], Duration::from_secs(5));
                     }
-                    ack(&msg, AckKind::Nak(Some(Duration::from_secs(5)))).await;
-                }
-            },
+                },
+            }
         }
     }
 
     if !unclaimed.is_empty() {
         let recs: Vec<&DeliveryRecord> = unclaimed.iter().map(|(_, r)| r).collect();
         let res = db::unclaimed::insert_many(&state.catalog, &recs).await;
-        settle(state, "unclaimed", res.map(|_| ()), &unclaimed).await;
+        settle(state, "unclaimed", res.map(|_| ()), &unclaimed, &mut retry);
     }
     for (_, (shard, items)) in by_shard {
         let res = write_shard(&shard, &items).await;
-        settle(state, "delivery", res, &items).await;
+        settle(state, "delivery", res, &items, &mut retry);
+    }
+    for ((msg, retry), undecodable) in messages.iter().zip(retry).zip(undecodable) {
+        let kind = match (undecodable, retry) {
+            (true, _) => AckKind::Term,
+            (false, None) => AckKind::Ack,
+            (false, Some(delay)) => AckKind::Nak(Some(delay)),
+        };
+        ack(msg, kind).await;
     }
     state
         .metrics
@@ -90,9 +110,14 @@ async fn record(state: &AppState, messages: Vec<Message>) {
         .observe(started.elapsed().as_secs_f64());
 }
 
+/// Asks for a retry of a message after at least `delay`.
+fn later(retry: &mut Option<Duration>, delay: Duration) {
+    *retry = Some(retry.map_or(delay, |d| d.max(delay)));
+}
+
 async fn write_shard(
     shard: &db::OrgDb,
-    items: &[(Message, DeliveryRecord)],
+    items: &[(usize, DeliveryRecord)],
 ) -> Result<(), sqlx::Error> {
     let recs: Vec<&DeliveryRecord> = items.iter().map(|(_, r)| r).collect();
     let mut tx = shard.pool().begin().await?;
@@ -113,19 +138,18 @@ async fn write_shard(
         })
         .collect();
     db::usage::record(&mut tx, &usage.iter().collect::<Vec<_>>()).await?;
-    for rec in &recs {
-        for job in &rec.jobs {
-            jobstore::insert_if_absent(&mut tx, job, JobStatus::Queued, None).await?;
-        }
-    }
+    let jobs: Vec<&JobSpec> = recs.iter().flat_map(|r| &r.jobs).collect();
+    jobstore::insert_queued_if_absent(&mut tx, &jobs).await?;
     tx.commit().await
 }
 
-async fn settle(
+/// Counts what was written, or marks the messages of what was not for a retry.
+fn settle(
     state: &AppState,
     kind: &str,
     res: Result<(), sqlx::Error>,
-    items: &[(Message, DeliveryRecord)],
+    items: &[(usize, DeliveryRecord)],
+    retry: &mut [Option<Duration>],
 ) {
     match res {
         Ok(()) => {
@@ -134,14 +158,11 @@ async fn settle(
                 .recorded
                 .with_label_values(&[kind])
                 .inc_by(items.len() as u64);
-            for (m, _) in items {
-                ack(m, AckKind::Ack).await;
-            }
         }
         Err(e) => {
             tracing::warn!(error = %Chain(&e), count = items.len(), "cannot record deliveries; will retry");
-            for (m, _) in items {
-                ack(m, AckKind::Nak(Some(Duration::from_secs(2)))).await;
+            for (i, _) in items {
+                later(&mut retry[*i], Duration::from_secs(2));
             }
         }
     }

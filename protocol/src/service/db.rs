@@ -283,6 +283,12 @@ impl ShardRouter {
         routes.handle(shard)
     }
 
+    /// The name of `org`'s shard, without I/O (and without cloning its pool); `None` when no
+    /// range holds it.
+    pub fn shard_name(&self, org: OrgId) -> Option<String> {
+        self.current.load().map.locate(org).map(|s| s.name.clone())
+    }
+
     /// Probes every shard at once (`select 1` within `timeout`) and updates its breaker.
     pub async fn probe(&self, timeout: Duration) -> Vec<Probe> {
         let shards = self.all();

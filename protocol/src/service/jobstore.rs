@@ -64,6 +64,65 @@ pub async fn insert_if_absent(
     Ok(inserted)
 }
 
+/// Inserts the jobs as `queued` unless they exist, each with its first event, in one
+/// statement (the recorder's batches). A job listed twice is inserted once. Returns how many
+/// were inserted.
+pub async fn insert_queued_if_absent(
+    conn: &mut PgConnection,
+    specs: &[&JobSpec],
+) -> Result<u64, sqlx::Error> {
+    if specs.is_empty() {
+        return Ok(0);
+    }
+    let orgs: Vec<i64> = specs.iter().map(|s| s.org_id.0).collect();
+    let ids: Vec<&str> = specs.iter().map(|s| s.job_id.0.as_str()).collect();
+    let kinds: Vec<&str> = specs.iter().map(|s| s.kind.as_str()).collect();
+    let deliveries: Vec<&str> = specs.iter().map(|s| s.delivery_id.0.as_str()).collect();
+    let rules: Vec<&str> = specs.iter().map(|s| s.rule_id.0.as_str()).collect();
+    let repos: Vec<Option<&str>> = specs.iter().map(|s| s.repo.as_deref()).collect();
+    let json: Vec<Value> = specs
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let created: Vec<DateTime<Utc>> = specs.iter().map(|s| s.created_at).collect();
+    let requeues: Vec<i32> = specs
+        .iter()
+        .map(|s| i32::try_from(s.requeue).unwrap_or(i32::MAX))
+        .collect();
+    let queued = JobStatus::Queued.as_str();
+    let n = sqlx::query_scalar!(
+        r#"with new as (
+               insert into job (org_id, id, kind, delivery_id, rule_id, repo, status, event_seq, spec,
+                                created_at, requeue)
+               select o, i, k, d, r, rp, $10, 1, sp, c, rq
+               from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                           $7::jsonb[], $8::timestamptz[], $9::int[])
+                    as t(o, i, k, d, r, rp, sp, c, rq)
+               on conflict (org_id, id) do nothing
+               returning org_id, id, created_at
+           ), events as (
+               insert into job_event (org_id, job_id, seq, status, at, detail)
+               select org_id, id, 1, $10, created_at, null from new
+               returning 1
+           )
+           select count(*) as "n!" from events"#,
+        &orgs,
+        &ids as &[&str],
+        &kinds as &[&str],
+        &deliveries as &[&str],
+        &rules as &[&str],
+        &repos as &[Option<&str>],
+        &json,
+        &created,
+        &requeues,
+        queued,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 /// What a worker may do with a job message it received.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Claim {

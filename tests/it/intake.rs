@@ -1,0 +1,298 @@
+//! Delivery records in batches: the publisher's lanes and limits against a real JetStream, and
+//! the recorder writing every record of a busy intake exactly once.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use control_plane::queue::records::{Lane, Limits, RecordPublisher};
+use futures::StreamExt;
+use protocol::delivery::{DeliveryRecord, decode_records};
+use protocol::service::config::NatsConfig;
+use protocol::service::nats::{self, Nats};
+use protocol::{DeliveryId, InstallationId, OrgId, Region};
+use switchyard_tests::env::TestEnv;
+
+use crate::helpers::*;
+
+/// A NATS namespace of its own with a region's streams, and nothing consuming them.
+async fn streams() -> (Nats, Region) {
+    let cfg = NatsConfig {
+        url: TestEnv::get().nats_us_url.clone(),
+        namespace: format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        connect_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(5),
+        duplicate_window: Duration::from_secs(60),
+        retention: Duration::from_secs(3600),
+    };
+    let nats = nats::connect(&cfg, "records test").await.unwrap();
+    let region = Region::new(US).unwrap();
+    nats::ensure_region_streams(&nats, &region, &cfg)
+        .await
+        .unwrap();
+    (nats, region)
+}
+
+fn record(id: &str) -> Vec<u8> {
+    serde_json::to_vec(&DeliveryRecord {
+        delivery_id: DeliveryId(id.into()),
+        org_id: Some(OrgId(1_000_001)),
+        event: "issues".into(),
+        action: Some("opened".into()),
+        installation_id: Some(InstallationId(7)),
+        repo: Some("acme/widgets".into()),
+        received_in: Region::new(US).unwrap(),
+        received_at: chrono::Utc::now(),
+        outcome: "ignored".into(),
+        jobs: Vec::new(),
+    })
+    .unwrap()
+}
+
+fn publisher(nats: &Nats, max_records: usize, in_flight: usize) -> RecordPublisher {
+    let sizes = prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("t", "t")).unwrap();
+    RecordPublisher::new(
+        nats.clone(),
+        Limits {
+            max_records,
+            in_flight,
+        },
+        sizes,
+    )
+}
+
+/// Every message of the region's deliveries stream: its subject and the ids of its records.
+async fn stored(nats: &Nats, region: &Region) -> Vec<(String, Vec<String>)> {
+    let name = nats.names.deliveries_stream(region);
+    let mut stream = nats.js.get_stream(&name).await.unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let mut out = Vec::new();
+    if last == 0 {
+        return out;
+    }
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    while let Some(m) = messages.next().await {
+        let m = m.unwrap();
+        let ids = decode_records(&m.payload)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.delivery_id.0)
+            .collect();
+        out.push((m.subject.to_string(), ids));
+        if m.info().unwrap().stream_sequence == last {
+            break;
+        }
+    }
+    out
+}
+
+fn lane(region: &Region, shard: Option<&str>) -> Lane {
+    Lane {
+        region: region.clone(),
+        shard: shard.map(str::to_owned),
+    }
+}
+
+// One runtime thread: every publish below is queued before the lane's task first runs, so
+// the batches are exactly determined by the limits.
+#[tokio::test]
+async fn records_queued_while_a_message_is_out_leave_together_within_the_limits() {
+    let (nats, region) = streams().await;
+    let records = publisher(&nats, 8, 1);
+    let ids: Vec<String> = (0..100).map(|i| format!("d{i:03}")).collect();
+    let results = futures::future::join_all(
+        ids.iter()
+            .map(|id| records.publish(lane(&region, Some("us-east-1-0")), record(id))),
+    )
+    .await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+
+    let messages = stored(&nats, &region).await;
+    let sizes: Vec<usize> = messages.iter().map(|(_, ids)| ids.len()).collect();
+    assert_eq!(sizes, [vec![8; 12], vec![4]].concat());
+    let all: Vec<String> = messages.iter().flat_map(|(_, ids)| ids.clone()).collect();
+    assert_eq!(all, ids, "every record once, in order");
+    assert!(
+        messages
+            .iter()
+            .all(|(s, _)| s.ends_with("deliveries.us-east-1.shard.us-east-1-0")),
+        "{messages:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_lane_sends_a_record_alone_and_lanes_never_mix() {
+    let (nats, region) = streams().await;
+    let records = publisher(&nats, 256, 2);
+    records
+        .publish(lane(&region, Some("us-east-1-0")), record("alone"))
+        .await
+        .unwrap();
+    let (a, b, c) = tokio::join!(
+        records.publish(lane(&region, Some("us-east-1-0")), record("a")),
+        records.publish(lane(&region, Some("us-east-1-1")), record("b")),
+        records.publish(lane(&region, None), record("c")),
+    );
+    for r in [a, b, c] {
+        r.unwrap();
+    }
+
+    let mut messages = stored(&nats, &region).await;
+    messages.sort();
+    let ns = &nats.names;
+    let mut expected = vec![
+        (
+            ns.deliveries_subject(&region, Some("us-east-1-0")),
+            vec!["alone".to_owned()],
+        ),
+        (
+            ns.deliveries_subject(&region, Some("us-east-1-0")),
+            vec!["a".to_owned()],
+        ),
+        (
+            ns.deliveries_subject(&region, Some("us-east-1-1")),
+            vec!["b".to_owned()],
+        ),
+        (ns.deliveries_subject(&region, None), vec!["c".to_owned()]),
+    ];
+    expected.sort();
+    assert_eq!(messages, expected);
+}
+
+#[tokio::test]
+async fn a_record_whose_handler_stopped_waiting_is_not_sent() {
+    let (nats, region) = streams().await;
+    let records = publisher(&nats, 256, 1);
+    let kept = records.publish(lane(&region, Some("s")), record("kept"));
+    let mut dropped = Box::pin(records.publish(lane(&region, Some("s")), record("dropped")));
+    // Queue the second record, then give up on it before the lane's task has run.
+    assert!(futures::poll!(&mut dropped).is_pending());
+    drop(dropped);
+    kept.await.unwrap();
+
+    let messages = stored(&nats, &region).await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    assert_eq!(messages[0].1, ["kept"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_webhooks_is_recorded_once_each_with_its_jobs_and_usage() {
+    let app = TestApp::spawn().await;
+    let org = app.create_org(US).await["id"].as_i64().unwrap();
+    let inst = new_installation();
+    app.bind_installation(US, org, inst).await;
+    let deliveries: Vec<String> = (0..60).map(|_| new_delivery()).collect();
+    let app = &app;
+    let answers = futures::future::join_all(deliveries.iter().enumerate().map(|(i, d)| {
+        // Every third one is labeled `bot` and makes a job.
+        let label = if i % 3 == 0 { "bot" } else { "docs" };
+        let payload = labeled_issue(inst, label);
+        async move { app.send_webhook(US, "issues", d, &payload).await }
+    }))
+    .await;
+    let mut jobs = Vec::new();
+    for a in &answers {
+        assert_eq!(a.status, 202, "{}", a.body);
+        jobs.extend(
+            a.body["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j.as_str().unwrap().to_owned()),
+        );
+    }
+    assert_eq!(jobs.len(), 20);
+    // The same deliveries again, as GitHub's redelivery would: nothing new is written.
+    let again = futures::future::join_all(deliveries.iter().take(10).map(|d| async {
+        app.send_webhook(US, "issues", d, &labeled_issue(inst, "docs"))
+            .await
+    }))
+    .await;
+    assert!(again.iter().all(|a| a.status == 202));
+
+    let shard = &app.regions[US].shard;
+    let scalar = |sql: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(sql)
+            .bind(org)
+            .fetch_one(shard)
+            .await
+            .unwrap()
+    };
+    wait_for("every delivery's row", Duration::from_secs(20), || async {
+        let n = scalar("select count(*) from delivery where org_id = $1").await;
+        (n == 60).then_some(())
+    })
+    .await;
+    let mut stored_jobs: Vec<String> =
+        sqlx::query_scalar("select id from job where org_id = $1 order by id")
+            .bind(org)
+            .fetch_all(shard)
+            .await
+            .unwrap();
+    jobs.sort();
+    stored_jobs.sort();
+    assert_eq!(stored_jobs, jobs);
+    assert_eq!(
+        scalar(
+            "select count(*) from job_event where org_id = $1 and seq = 1 and status = 'queued'"
+        )
+        .await,
+        20,
+        "one first event per job"
+    );
+    let metered = wait_for(
+        "the deliveries metered",
+        Duration::from_secs(20),
+        || async {
+            let n = scalar(
+                "select coalesce(sum(quantity), 0)::bigint from usage_daily \
+             where org_id = $1 and metric = 'webhook_deliveries'",
+            )
+            .await;
+            (n >= 60).then_some(n)
+        },
+    )
+    .await;
+    assert_eq!(metered, 60, "each delivery metered once");
+    assert_eq!(
+        scalar("select count(*) from delivery where org_id = $1").await,
+        60
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_of_one_record_as_earlier_control_planes_sent_is_recorded() {
+    let app = TestApp::spawn().await;
+    let org = app.create_org(US).await["id"].as_i64().unwrap();
+    let nats = &app.regions[US].state.nats;
+    let delivery = new_delivery();
+    let mut rec: DeliveryRecord = serde_json::from_slice(&record(&delivery)).unwrap();
+    rec.org_id = Some(OrgId(org));
+    // The subject and the single-object body of a control plane from before batching.
+    let subject = format!("{}.deliveries.us-east-1.{org}", app.namespace);
+    nats.js
+        .publish(subject, serde_json::to_vec(&rec).unwrap().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let shard = &app.regions[US].shard;
+    wait_for("the delivery's row", Duration::from_secs(20), || async {
+        let n: i64 = sqlx::query_scalar(
+            "select count(*) from delivery where org_id = $1 and delivery_id = $2",
+        )
+        .bind(org)
+        .bind(&delivery)
+        .fetch_one(shard)
+        .await
+        .unwrap();
+        (n == 1).then_some(())
+    })
+    .await;
+}

@@ -335,15 +335,18 @@ fn steps_table(out: &mut String, s: &SearchReport) {
     let server = s.steps.iter().any(|st| st.run.server.is_some());
     out.push_str("| rate | result | p50 | p90 | p99 | p99.9 | max | 2xx/s |");
     out.push_str(if server {
-        " in the handler / waiting for JetStream (server's means) | why it failed |\n|---|---|---|---|---|---|---|---|---|---|\n"
+        " in the handler / waiting for JetStream (server's means) | records per message | why it failed |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
     } else {
         " why it failed |\n|---|---|---|---|---|---|---|---|---|\n"
     });
     for st in &s.steps {
         let l = &st.run.latency;
         let times = match (&st.run.server, server) {
-            (Some(t), _) => format!(" {:.2} / {:.2} ms |", t.handler_mean_ms, t.publish_mean_ms),
-            (None, true) => " — |".to_owned(),
+            (Some(t), _) => format!(
+                " {:.2} / {:.2} ms | {:.1} |",
+                t.handler_mean_ms, t.publish_mean_ms, t.records_per_message
+            ),
+            (None, true) => " — | — |".to_owned(),
             (None, false) => String::new(),
         };
         out.push_str(&format!(
@@ -906,9 +909,10 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
          warm-up: from 1,000/s, doubling until a step fails, then bisecting between the best pass \
          and the lowest failure until they are within 5 % (at most 10 steps). A step passes when \
          its p99 is under 50 ms, every answer is a 2xx, at least 99 % of its planned requests \
-         are answered, and — for the intake — JetStream's own sequence numbers say the \
-         deliveries stream grew by exactly the number of `202`s and the jobs stream by exactly \
-         the number of job ids answered. A step that fails on its tail alone (its median well \
+         are answered, and — for the intake — the messages the deliveries stream stored during \
+         the step hold exactly as many delivery records as there were `202`s (read back after \
+         the step) and the jobs stream's sequence grew by exactly the number of job ids \
+         answered. A step that fails on its tail alone (its median well \
          inside the bound, every request answered, the rate kept up) is tried once more at the \
          same rate, so that one hiccup of a shared machine does not end a search; a step is \
          stopped as soon as more than 1 % of its requests are 50 ms late (its p99 can no longer \

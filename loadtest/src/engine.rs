@@ -376,11 +376,12 @@ pub async fn drive(
     }
 }
 
-/// What to ask JetStream after a run: how far a stream moved, against what the answers said.
+/// What to ask JetStream after a run: what a stream stored, against what the answers said.
 #[derive(Clone, Debug)]
 pub struct StreamWatch {
     pub js: async_nats::jetstream::Context,
-    /// The deliveries stream: one record per accepted webhook.
+    /// The deliveries stream: one record per accepted webhook (its messages hold one record
+    /// or a batch of them).
     pub deliveries: String,
     /// The jobs stream: one message per job id answered.
     pub jobs: String,
@@ -389,6 +390,48 @@ pub struct StreamWatch {
 async fn last_sequence(js: &async_nats::jetstream::Context, stream: &str) -> anyhow::Result<u64> {
     let mut s = js.get_stream(stream).await?;
     Ok(s.info().await?.state.last_sequence)
+}
+
+/// How many delivery records the messages of `stream` after sequence `after`, up to and
+/// including `last`, hold (read with an ordered consumer, after the run).
+async fn stored_records(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    after: u64,
+    last: u64,
+) -> anyhow::Result<u64> {
+    use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+    use futures::StreamExt;
+    if last <= after {
+        return Ok(0);
+    }
+    let consumer = js
+        .get_stream(stream)
+        .await?
+        .create_consumer(OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: after + 1,
+            },
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut records = 0u64;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .map_err(|_| anyhow::anyhow!("reading {stream}: no message for 10 s"))?
+            .ok_or_else(|| anyhow::anyhow!("reading {stream}: the consumer ended"))??;
+        let seq = msg.info().map_err(|e| anyhow::anyhow!(e))?.stream_sequence;
+        if seq > last {
+            break;
+        }
+        records += protocol::delivery::count_records(&msg.payload)? as u64;
+        if seq == last {
+            break;
+        }
+    }
+    Ok(records)
 }
 
 /// Kinds of request that are webhooks: each 2xx answer of one is a stored delivery record.
@@ -446,8 +489,9 @@ pub async fn measure(
             .sum();
         let d1 = last_sequence(&w.js, &w.deliveries).await?;
         let j1 = last_sequence(&w.js, &w.jobs).await?;
+        let records = stored_records(&w.js, &w.deliveries, d0, d1).await?;
         for (stream, expected, stored) in [
-            (&w.deliveries, webhooks_ok, d1.saturating_sub(d0)),
+            (&w.deliveries, webhooks_ok, records),
             (&w.jobs, outcome.tally.jobs, j1.saturating_sub(j0)),
         ] {
             stream_checks.push(StreamCheck {

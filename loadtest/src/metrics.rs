@@ -1,6 +1,7 @@
 //! The target's own account of where a webhook's time went, from the control plane's
-//! Prometheus metrics before and after a run: the mean time its handler took per webhook, and
-//! the mean time of that spent waiting for JetStream to acknowledge the delivery.
+//! Prometheus metrics before and after a run: the mean time its handler took per webhook, the
+//! mean time of that spent waiting for JetStream to acknowledge the delivery, and how many
+//! delivery records shared a message of the deliveries stream.
 
 use serde::{Deserialize, Serialize};
 
@@ -9,6 +10,7 @@ use crate::target::Target;
 const HANDLER: &str = "switchyard_http_request_duration_seconds";
 const HANDLER_LABELS: &[(&str, &str)] = &[("method", "POST"), ("route", "/webhooks/github")];
 const PUBLISH: &str = "switchyard_intake_publish_duration_seconds";
+const RECORDS: &str = "switchyard_intake_record_batch_records";
 
 /// Means over a run, in milliseconds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -19,6 +21,10 @@ pub struct ServerTimes {
     pub handler_mean_ms: f64,
     /// Mean time waiting for JetStream's acknowledgements (jobs, then the delivery record).
     pub publish_mean_ms: f64,
+    /// Mean delivery records per message intake published on the deliveries stream (0 when
+    /// the target does not report it).
+    #[serde(default)]
+    pub records_per_message: f64,
 }
 
 /// Sums and counts of the two histograms at one moment.
@@ -28,6 +34,8 @@ pub struct Snapshot {
     handler_count: f64,
     publish_sum: f64,
     publish_count: f64,
+    records_sum: f64,
+    records_count: f64,
 }
 
 fn labels_match(labels: &str, want: &[(&str, &str)]) -> bool {
@@ -60,6 +68,8 @@ impl Snapshot {
             handler_count: get(&format!("{HANDLER}_count"), HANDLER_LABELS),
             publish_sum: get(&format!("{PUBLISH}_sum"), &[]),
             publish_count: get(&format!("{PUBLISH}_count"), &[]),
+            records_sum: get(&format!("{RECORDS}_sum"), &[]),
+            records_count: get(&format!("{RECORDS}_count"), &[]),
         }
     }
 
@@ -67,6 +77,7 @@ impl Snapshot {
     pub fn until(&self, later: &Snapshot) -> Option<ServerTimes> {
         let n = later.handler_count - self.handler_count;
         let p = later.publish_count - self.publish_count;
+        let m = later.records_count - self.records_count;
         if n <= 0.0 {
             return None;
         }
@@ -75,6 +86,11 @@ impl Snapshot {
             handler_mean_ms: (later.handler_sum - self.handler_sum) / n * 1000.0,
             publish_mean_ms: if p > 0.0 {
                 (later.publish_sum - self.publish_sum) / p * 1000.0
+            } else {
+                0.0
+            },
+            records_per_message: if m > 0.0 {
+                (later.records_sum - self.records_sum) / m
             } else {
                 0.0
             },
@@ -125,6 +141,8 @@ switchyard_http_request_duration_seconds_sum{method="POST",route="/webhooks/gith
 switchyard_http_request_duration_seconds_count{method="POST",route="/webhooks/github"} 100
 switchyard_intake_publish_duration_seconds_sum 0.3
 switchyard_intake_publish_duration_seconds_count 100
+switchyard_intake_record_batch_records_sum 100
+switchyard_intake_record_batch_records_count 40
 "#;
 
     #[test]
@@ -152,6 +170,7 @@ switchyard_intake_publish_duration_seconds_count 100
         assert_eq!(t.webhooks, 100.0);
         assert!((t.handler_mean_ms - 5.0).abs() < 1e-9);
         assert!((t.publish_mean_ms - 3.0).abs() < 1e-9);
+        assert!((t.records_per_message - 2.5).abs() < 1e-9);
         assert_eq!(after.until(&after), None);
     }
 }

@@ -105,7 +105,7 @@ impl SearchReport {
         );
         for s in &self.steps {
             out.push_str(&format!(
-                "  {:>8.0}/s{} {}  p50 {:>7.2}  p99 {:>8.2}  max {:>8.2} ms  {:>8.0} ok/s  {}\n",
+                "  {:>8.0}/s{} {}  p50 {:>7.2}  p99 {:>8.2}  max {:>8.2} ms  {:>8.0} ok/s{}  {}\n",
                 s.rate,
                 if s.retry { "↻" } else { " " },
                 if s.pass { "pass" } else { "FAIL" },
@@ -113,6 +113,11 @@ impl SearchReport {
                 s.run.latency.p99_ms,
                 s.run.latency.max_ms,
                 s.run.throughput_rps,
+                match &s.run.server {
+                    Some(t) if t.records_per_message > 0.0 =>
+                        format!("  {:>5.1} records/msg", t.records_per_message),
+                    _ => String::new(),
+                },
                 s.why
             ));
         }

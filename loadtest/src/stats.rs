@@ -245,8 +245,8 @@ impl RunReport {
         }
         if let Some(t) = &self.server {
             out.push_str(&format!(
-                "  server: {:.2} ms per webhook in the handler, {:.2} ms of it waiting for JetStream\n",
-                t.handler_mean_ms, t.publish_mean_ms
+                "  server: {:.2} ms per webhook in the handler, {:.2} ms of it waiting for JetStream; {:.1} delivery records per message\n",
+                t.handler_mean_ms, t.publish_mean_ms, t.records_per_message
             ));
         }
         for (name, cpu) in &self.cpu {

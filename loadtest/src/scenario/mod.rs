@@ -86,8 +86,9 @@ pub struct ScenarioArgs {
     /// Weights of the mix scenario.
     #[arg(long, default_value = "webhooks=90,api-reads=9,onboarding=1")]
     pub mix: String,
-    /// NATS server of the target's region: after each run, check that its deliveries and jobs
-    /// streams grew by exactly what the answers said was accepted.
+    /// NATS server of the target's region: after each run, check that its deliveries stream
+    /// stored exactly one record per accepted webhook and its jobs stream one message per job
+    /// id answered.
     #[arg(long)]
     pub verify_nats: Option<String>,
     /// NATS namespace of the target's streams (its `nats.namespace`).

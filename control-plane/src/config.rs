@@ -190,7 +190,8 @@ pub struct IntakeConfig {
     pub cache_capacity: u64,
     /// Most delivery records in one message of the deliveries stream: the records of
     /// deliveries accepted while the previous messages of their shard await JetStream go
-    /// together (see `queue::records`). Default 256; 1 publishes every record alone.
+    /// together (see `queue::records`). Default 256; 1 publishes every record alone, as the
+    /// bare object control planes before batching read (docs/operations.md).
     pub record_batch_max: usize,
     /// Messages of records per shard awaiting JetStream's acknowledgement at once. Default 2.
     pub record_batches_in_flight: usize,
@@ -199,7 +200,8 @@ pub struct IntakeConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecorderConfig {
-    /// Deliveries written to the shards per batch. Default 256.
+    /// Most messages read, and most delivery records written to the shards, per batch.
+    /// Default 256.
     pub batch_size: usize,
     /// Longest a partial batch waits for more deliveries. Default `50ms`.
     #[serde(with = "humantime_serde")]

@@ -111,6 +111,7 @@ pub async fn build(config: Config) -> Result<AppState, StartError> {
         queue::records::Limits {
             max_records: config.intake.record_batch_max,
             in_flight: config.intake.record_batches_in_flight,
+            timeout: config.github.publish_timeout,
         },
         metrics.record_batch_size.clone(),
     );

@@ -910,8 +910,8 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
          and the lowest failure until they are within 5 % (at most 10 steps). A step passes when \
          its p99 is under 50 ms, every answer is a 2xx, at least 99 % of its planned requests \
          are answered, and — for the intake — the messages the deliveries stream stored during \
-         the step hold exactly as many delivery records as there were `202`s (read back after \
-         the step) and the jobs stream's sequence grew by exactly the number of job ids \
+         the step hold exactly as many delivery records as there were `202`s, no delivery \
+         id among them twice (read back after the step), and the jobs stream's sequence grew by exactly the number of job ids \
          answered. A step that fails on its tail alone (its median well \
          inside the bound, every request answered, the rate kept up) is tried once more at the \
          same rate, so that one hiccup of a shared machine does not end a search; a step is \

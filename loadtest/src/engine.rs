@@ -392,18 +392,19 @@ async fn last_sequence(js: &async_nats::jetstream::Context, stream: &str) -> any
     Ok(s.info().await?.state.last_sequence)
 }
 
-/// How many delivery records the messages of `stream` after sequence `after`, up to and
-/// including `last`, hold (read with an ordered consumer, after the run).
+/// What the messages of `stream` after sequence `after`, up to and including `last`, hold
+/// (read with an ordered consumer, after the run): how many delivery records, and how many of
+/// them repeat a delivery id that an earlier record of these messages had.
 async fn stored_records(
     js: &async_nats::jetstream::Context,
     stream: &str,
     after: u64,
     last: u64,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<(u64, u64)> {
     use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
     use futures::StreamExt;
     if last <= after {
-        return Ok(0);
+        return Ok((0, 0));
     }
     let consumer = js
         .get_stream(stream)
@@ -416,7 +417,8 @@ async fn stored_records(
         })
         .await?;
     let mut messages = consumer.messages().await?;
-    let mut records = 0u64;
+    let mut seen = std::collections::HashSet::new();
+    let (mut records, mut repeated) = (0u64, 0u64);
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(10), messages.next())
             .await
@@ -426,12 +428,17 @@ async fn stored_records(
         if seq > last {
             break;
         }
-        records += protocol::delivery::count_records(&msg.payload)? as u64;
+        for id in protocol::delivery::delivery_ids(&msg.payload)? {
+            records += 1;
+            if !seen.insert(id) {
+                repeated += 1;
+            }
+        }
         if seq == last {
             break;
         }
     }
-    Ok(records)
+    Ok((records, repeated))
 }
 
 /// Kinds of request that are webhooks: each 2xx answer of one is a stored delivery record.
@@ -489,16 +496,19 @@ pub async fn measure(
             .sum();
         let d1 = last_sequence(&w.js, &w.deliveries).await?;
         let j1 = last_sequence(&w.js, &w.jobs).await?;
-        let records = stored_records(&w.js, &w.deliveries, d0, d1).await?;
-        for (stream, expected, stored) in [
-            (&w.deliveries, webhooks_ok, records),
-            (&w.jobs, outcome.tally.jobs, j1.saturating_sub(j0)),
+        let (records, repeated) = stored_records(&w.js, &w.deliveries, d0, d1).await?;
+        // Each delivery of the run has its own id: a repeated one is a record stored twice,
+        // which could otherwise hide a lost one in the count.
+        for (stream, expected, stored, repeated) in [
+            (&w.deliveries, webhooks_ok, records, repeated),
+            (&w.jobs, outcome.tally.jobs, j1.saturating_sub(j0), 0),
         ] {
             stream_checks.push(StreamCheck {
                 stream: stream.clone(),
                 expected,
                 stored,
-                ok: expected == stored,
+                repeated,
+                ok: expected == stored && repeated == 0,
             });
         }
     }

@@ -155,8 +155,8 @@ pub fn verdict(run: &RunReport, p99_ms: f64, min_delivered: f64) -> Option<Strin
     }
     for c in run.stream_checks.iter().filter(|c| !c.ok) {
         why.push(format!(
-            "{}: {} answered as stored, {} stored",
-            c.stream, c.expected, c.stored
+            "{}: {} answered as stored, {} stored ({} repeated)",
+            c.stream, c.expected, c.stored, c.repeated
         ));
     }
     if run.latency.count == 0 || run.latency.p99_ms >= p99_ms {
@@ -466,6 +466,7 @@ mod tests {
             stream: "DELIVERIES_US_EAST_1".into(),
             expected: 100,
             stored: 99,
+            repeated: 0,
             ok: false,
         });
         assert!(verdict(&lost, 50.0, 0.99).unwrap().contains("99 stored"));

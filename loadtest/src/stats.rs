@@ -129,8 +129,12 @@ pub struct StreamCheck {
     pub stream: String,
     /// What the answers said was stored (`202`s, or job ids in them).
     pub expected: u64,
-    /// How far the stream's last sequence moved during the run.
+    /// What the stream stored during the run: delivery records (several to a message), or
+    /// job messages.
     pub stored: u64,
+    /// Delivery records whose id an earlier record of the run already had.
+    #[serde(default)]
+    pub repeated: u64,
     pub ok: bool,
 }
 
@@ -236,10 +240,15 @@ impl RunReport {
         }
         for c in &self.stream_checks {
             out.push_str(&format!(
-                "  JetStream {}: expected {}, stored {} — {}\n",
+                "  JetStream {}: expected {}, stored {}{} — {}\n",
                 c.stream,
                 c.expected,
                 c.stored,
+                if c.repeated > 0 {
+                    format!(" ({} repeated)", c.repeated)
+                } else {
+                    String::new()
+                },
                 if c.ok { "ok" } else { "MISMATCH" }
             ));
         }

@@ -58,6 +58,8 @@ pub struct Options {
     pub job_timeout: Duration,
     /// Redis of the control planes and workers (default: the shared test server).
     pub redis_url: Option<String>,
+    /// Most delivery records the recorder writes at a time.
+    pub recorder_batch: usize,
 }
 
 impl Default for Options {
@@ -83,6 +85,7 @@ impl Default for Options {
             max_attempts: 3,
             job_timeout: Duration::from_secs(30),
             redis_url: None,
+            recorder_batch: 256,
         }
     }
 }
@@ -297,6 +300,7 @@ fn cp_config(
     c.auth.jwt.signing_key = Some(SecretString::from(signing_key().private_pem.clone()));
     c.auth.jwt.signing_kid = "test-1".into();
     c.github.publish_timeout = opts.publish_timeout;
+    c.recorder.batch_size = opts.recorder_batch;
     c.github.app = github_app_with(github_url, opts.token_refresh_margin);
     c.github.install.app_slug = APP_SLUG.into();
     c.github.install.web_url = github_url.to_owned();

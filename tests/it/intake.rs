@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use control_plane::queue::records::{Lane, Limits, RecordPublisher};
 use futures::StreamExt;
-use protocol::delivery::{DeliveryRecord, decode_records};
+use protocol::delivery::{DeliveryRecord, decode_records, encode_batch};
 use protocol::service::config::NatsConfig;
 use protocol::service::nats::{self, Nats};
 use protocol::{DeliveryId, InstallationId, OrgId, Region};
@@ -55,13 +55,14 @@ fn publisher(nats: &Nats, max_records: usize, in_flight: usize) -> RecordPublish
         Limits {
             max_records,
             in_flight,
+            timeout: Duration::from_secs(3),
         },
         sizes,
     )
 }
 
-/// Every message of the region's deliveries stream: its subject and the ids of its records.
-async fn stored(nats: &Nats, region: &Region) -> Vec<(String, Vec<String>)> {
+/// Every message of the region's deliveries stream: its subject and its body.
+async fn stored_messages(nats: &Nats, region: &Region) -> Vec<(String, Vec<u8>)> {
     let name = nats.names.deliveries_stream(region);
     let mut stream = nats.js.get_stream(&name).await.unwrap();
     let last = stream.info().await.unwrap().state.last_sequence;
@@ -79,17 +80,30 @@ async fn stored(nats: &Nats, region: &Region) -> Vec<(String, Vec<String>)> {
     let mut messages = consumer.messages().await.unwrap();
     while let Some(m) = messages.next().await {
         let m = m.unwrap();
-        let ids = decode_records(&m.payload)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.delivery_id.0)
-            .collect();
-        out.push((m.subject.to_string(), ids));
+        out.push((m.subject.to_string(), m.payload.to_vec()));
         if m.info().unwrap().stream_sequence == last {
             break;
         }
     }
     out
+}
+
+/// Every message of the region's deliveries stream: its subject and the ids of its records.
+async fn stored(nats: &Nats, region: &Region) -> Vec<(String, Vec<String>)> {
+    stored_messages(nats, region)
+        .await
+        .into_iter()
+        .map(|(subject, payload)| {
+            let decoded = decode_records(&payload).unwrap();
+            assert!(decoded.rejected.is_empty(), "{:?}", decoded.rejected);
+            let ids = decoded
+                .records
+                .into_iter()
+                .map(|r| r.delivery_id.0)
+                .collect();
+            (subject, ids)
+        })
+        .collect()
 }
 
 fn lane(region: &Region, shard: Option<&str>) -> Lane {
@@ -163,6 +177,15 @@ async fn an_idle_lane_sends_a_record_alone_and_lanes_never_mix() {
     ];
     expected.sort();
     assert_eq!(messages, expected);
+    // A record that leaves alone is a bare object, as control planes before batching read.
+    for (_, body) in stored_messages(&nats, &region).await {
+        assert_eq!(
+            body.first(),
+            Some(&b'{'),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+    }
 }
 
 #[tokio::test]
@@ -293,6 +316,90 @@ async fn a_message_of_one_record_as_earlier_control_planes_sent_is_recorded() {
         .await
         .unwrap();
         (n == 1).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_messages_are_written_a_few_records_at_a_time_and_a_bad_record_spoils_only_itself() {
+    let app = TestApp::spawn_with(Options {
+        recorder_batch: 4,
+        ..Options::default()
+    })
+    .await;
+    let org = app.create_org(US).await["id"].as_i64().unwrap();
+    let state = &app.regions[US].state;
+    let shard = state.shards.route(OrgId(org)).unwrap().name;
+    let subject = state
+        .nats
+        .names
+        .deliveries_subject(&Region::new(US).unwrap(), Some(&shard));
+    let record = |id: &str| {
+        let mut rec: DeliveryRecord = serde_json::from_slice(&record(id)).unwrap();
+        rec.org_id = Some(OrgId(org));
+        serde_json::to_vec(&rec).unwrap()
+    };
+    // Messages of 6 (more than the recorder writes at once), 3 and 2 records, and one whose
+    // second element is not a record.
+    let mut good = Vec::new();
+    let mut bodies = Vec::new();
+    for n in [6, 3, 2] {
+        let ids: Vec<String> = (0..n).map(|_| new_delivery()).collect();
+        let recs: Vec<Vec<u8>> = ids.iter().map(|id| record(id)).collect();
+        bodies.push(encode_batch(recs.iter().map(Vec::as_slice)));
+        good.extend(ids);
+    }
+    let (a, c) = (new_delivery(), new_delivery());
+    let (ra, rc) = (record(&a), record(&c));
+    bodies.push(encode_batch([
+        ra.as_slice(),
+        br#"{"delivery_id": 17}"#,
+        rc.as_slice(),
+    ]));
+    good.extend([a, c]);
+    for body in bodies {
+        state
+            .nats
+            .js
+            .publish(subject.clone(), body.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    let db = &app.regions[US].shard;
+    let recorded = wait_for(
+        "every good record's row",
+        Duration::from_secs(20),
+        || async {
+            let ids: Vec<String> = sqlx::query_scalar(
+                "select delivery_id from delivery where org_id = $1 order by delivery_id",
+            )
+            .bind(org)
+            .fetch_all(db)
+            .await
+            .unwrap();
+            (ids.len() >= good.len()).then_some(ids)
+        },
+    )
+    .await;
+    good.sort();
+    assert_eq!(recorded, good);
+    // Every message was settled: nothing waits for redelivery.
+    let stream = state
+        .nats
+        .names
+        .deliveries_stream(&Region::new(US).unwrap());
+    wait_for("the recorder's acks", Duration::from_secs(20), || async {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = state
+            .nats
+            .js
+            .get_consumer_from_stream(protocol::subjects::RECORDER_CONSUMER, &stream)
+            .await
+            .unwrap();
+        let info = consumer.info().await.unwrap();
+        (info.num_ack_pending == 0 && info.num_pending == 0).then_some(())
     })
     .await;
 }

@@ -8,10 +8,11 @@
 //! leave recorded jobs that never run.
 //!
 //! Nothing is sent while the connection is known to be down: the NATS client would queue the
-//! messages and deliver them after reconnecting, long after intake answered `503`. (A
-//! connection that fails during a publish can still deliver it late; such a message is a
-//! valid delivery whose redelivery JetStream then drops as a duplicate, so the job runs
-//! once either way.)
+//! messages and deliver them after reconnecting, long after intake answered `503` (the record
+//! lanes check the connection again when they send). A connection that fails during a
+//! publish can still deliver it late: a late job is a valid delivery whose redelivery
+//! JetStream then drops as a duplicate, so the job runs once either way; a late record is a
+//! second record of its delivery, and the recorder keeps whichever was written first.
 
 use std::time::Duration;
 
@@ -45,6 +46,7 @@ impl From<RecordError> for PublishError {
         match e {
             RecordError::Disconnected => Self::Disconnected,
             RecordError::Refused(why) => Self::Refused(why),
+            RecordError::Timeout => Self::Timeout,
             RecordError::Stopped => Self::Refused(e.to_string()),
         }
     }

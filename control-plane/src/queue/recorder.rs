@@ -41,7 +41,9 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
 
 /// Writes one batch of messages (each holding one or more records) and acknowledges every
 /// message whose records were all written; the others are retried later, whole (writing is
-/// idempotent, so the records of theirs already written change nothing).
+/// idempotent, so the records of theirs already written change nothing). The records are
+/// written at most `recorder.batch_size` at a time (a message holding more goes alone), so a
+/// batch of full messages does not become one huge transaction.
 async fn record(state: &AppState, messages: Vec<Message>) {
     if messages.is_empty() {
         return;
@@ -50,51 +52,31 @@ async fn record(state: &AppState, messages: Vec<Message>) {
     // Per message: `None` while all is well, else the delay before it is retried.
     let mut retry: Vec<Option<Duration>> = vec![None; messages.len()];
     let mut undecodable = vec![false; messages.len()];
-    let mut unclaimed: Vec<(usize, DeliveryRecord)> = Vec::new();
-    let mut by_shard: HashMap<String, (db::OrgDb, Vec<(usize, DeliveryRecord)>)> = HashMap::new();
-    let mut reloaded = false;
+    let mut decoded: Vec<(usize, Vec<DeliveryRecord>)> = Vec::with_capacity(messages.len());
     for (i, msg) in messages.iter().enumerate() {
-        let recs = match decode_records(&msg.payload) {
-            Ok(r) => r,
+        match decode_records(&msg.payload) {
+            Ok(d) => {
+                for (at, e) in &d.rejected {
+                    tracing::error!(error = %e, subject = %msg.subject, element = at, "undecodable delivery record in a batch; dropped, the others are written");
+                }
+                decoded.push((i, d.records));
+            }
             Err(e) => {
                 tracing::error!(error = %e, subject = %msg.subject, "undecodable delivery record; dropped");
                 undecodable[i] = true;
-                continue;
-            }
-        };
-        for rec in recs {
-            match rec.org_id {
-                None => unclaimed.push((i, rec)),
-                Some(org) => match db::OrgDb::for_org(&state.shards, org) {
-                    Ok(db) => by_shard
-                        .entry(db.shard().to_owned())
-                        .or_insert_with(|| (db, Vec::new()))
-                        .1
-                        .push((i, rec)),
-                    Err(_) => {
-                        // The map may be behind the catalog: re-read it and try again later.
-                        tracing::warn!(org_id = %org, "no shard holds this org; retrying the delivery later");
-                        if !reloaded {
-                            reloaded = true;
-                            if let Err(e) = state.shards.reload().await {
-                                tracing::warn!(error = %e, "cannot reload the shard map");
-                            }
-                        }
-                        later(&mut retry[i], Duration::from_secs(5));
-                    }
-                },
             }
         }
     }
-
-    if !unclaimed.is_empty() {
-        let recs: Vec<&DeliveryRecord> = unclaimed.iter().map(|(_, r)| r).collect();
-        let res = db::unclaimed::insert_many(&state.catalog, &recs).await;
-        settle(state, "unclaimed", res.map(|_| ()), &unclaimed, &mut retry);
+    let cap = state.config.recorder.batch_size.max(1);
+    let mut round: Vec<(usize, DeliveryRecord)> = Vec::new();
+    for (i, recs) in decoded {
+        if !round.is_empty() && round.len() + recs.len() > cap {
+            write_round(state, std::mem::take(&mut round), &mut retry).await;
+        }
+        round.extend(recs.into_iter().map(|r| (i, r)));
     }
-    for (_, (shard, items)) in by_shard {
-        let res = write_shard(&shard, &items).await;
-        settle(state, "delivery", res, &items, &mut retry);
+    if !round.is_empty() {
+        write_round(state, round, &mut retry).await;
     }
     for ((msg, retry), undecodable) in messages.iter().zip(retry).zip(undecodable) {
         let kind = match (undecodable, retry) {
@@ -108,6 +90,51 @@ async fn record(state: &AppState, messages: Vec<Message>) {
         .metrics
         .recorder_batch
         .observe(started.elapsed().as_secs_f64());
+}
+
+/// Writes records (each with the index of its message) to their shards, or to the catalog for
+/// unclaimed installations, one transaction per shard; marks the messages of what was not
+/// written for a retry.
+async fn write_round(
+    state: &AppState,
+    items: Vec<(usize, DeliveryRecord)>,
+    retry: &mut [Option<Duration>],
+) {
+    let mut unclaimed: Vec<(usize, DeliveryRecord)> = Vec::new();
+    let mut by_shard: HashMap<String, (db::OrgDb, Vec<(usize, DeliveryRecord)>)> = HashMap::new();
+    let mut reloaded = false;
+    for (i, rec) in items {
+        match rec.org_id {
+            None => unclaimed.push((i, rec)),
+            Some(org) => match db::OrgDb::for_org(&state.shards, org) {
+                Ok(db) => by_shard
+                    .entry(db.shard().to_owned())
+                    .or_insert_with(|| (db, Vec::new()))
+                    .1
+                    .push((i, rec)),
+                Err(_) => {
+                    // The map may be behind the catalog: re-read it and try again later.
+                    tracing::warn!(org_id = %org, "no shard holds this org; retrying the delivery later");
+                    if !reloaded {
+                        reloaded = true;
+                        if let Err(e) = state.shards.reload().await {
+                            tracing::warn!(error = %e, "cannot reload the shard map");
+                        }
+                    }
+                    later(&mut retry[i], Duration::from_secs(5));
+                }
+            },
+        }
+    }
+    if !unclaimed.is_empty() {
+        let recs: Vec<&DeliveryRecord> = unclaimed.iter().map(|(_, r)| r).collect();
+        let res = db::unclaimed::insert_many(&state.catalog, &recs).await;
+        settle(state, "unclaimed", res.map(|_| ()), &unclaimed, retry);
+    }
+    for (_, (shard, items)) in by_shard {
+        let res = write_shard(&shard, &items).await;
+        settle(state, "delivery", res, &items, retry);
+    }
 }
 
 /// Asks for a retry of a message after at least `delay`.

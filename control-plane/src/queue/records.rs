@@ -10,17 +10,24 @@
 //! stream, its acknowledgements and the recorder's reads and acks shrink with the load instead
 //! of growing with it (docs/benchmarks.md).
 //!
+//! A message of several records is a JSON array of them; a record that leaves alone is sent as
+//! a bare JSON object, as control planes from before batching sent it and can read it (see
+//! [`protocol::delivery`], and docs/operations.md on rolling out `intake.record_batch_max`).
+//!
 //! A lane keeps one shard's records apart from another's, so a shard that is down only holds
 //! back messages of its own orgs in the recorder. Records whose handler has stopped waiting
 //! (it answered `503` on its timeout, or its client hung up) are left out of the next message.
+//! A message that JetStream has not acknowledged within `timeout` counts as failed, so a stuck
+//! acknowledgement frees its place in the lane no later than the handlers give up on it.
 //! Messages carry no `Nats-Msg-Id`: a repeated delivery is a second record of the same
-//! delivery id, which the recorder's idempotent inserts leave as it was.
+//! delivery id, and the recorder's idempotent inserts keep the first one written.
 //!
 //! A lane's task ends once the last handle to the publisher is dropped and its queue is
 //! empty, after the messages in flight are settled.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
 use futures::StreamExt;
@@ -45,6 +52,8 @@ pub enum RecordError {
     Disconnected,
     #[error("JetStream refused the message: {0}")]
     Refused(String),
+    #[error("JetStream did not acknowledge in time")]
+    Timeout,
     #[error("the record publisher has stopped")]
     Stopped,
 }
@@ -64,6 +73,8 @@ pub struct Limits {
     pub max_records: usize,
     /// Most messages of a lane awaiting JetStream's acknowledgement at once.
     pub in_flight: usize,
+    /// Longest a message waits for JetStream's acknowledgement before it counts as failed.
+    pub timeout: Duration,
 }
 
 struct Queued {
@@ -97,6 +108,7 @@ impl RecordPublisher {
             limits: Limits {
                 max_records: limits.max_records.max(1),
                 in_flight: limits.in_flight.max(1),
+                timeout: limits.timeout,
             },
             lanes: Arc::default(),
         }
@@ -120,7 +132,8 @@ impl RecordPublisher {
             .lanes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(s) = lanes.get(&lane) {
+        // A lane whose task has ended (it can only have panicked) is started afresh.
+        if let Some(s) = lanes.get(&lane).filter(|s| !s.is_closed()) {
             return s.clone();
         }
         let (tx, rx) = mpsc::channel(LANE_QUEUE);
@@ -158,7 +171,9 @@ async fn run_lane(
                 match first {
                     Some(first) => {
                         let batch = gather(first, &mut rx, &mut carry, limits.max_records);
-                        in_flight.push(send(&nats, subject.clone(), batch, &sizes));
+                        if !batch.is_empty() {
+                            in_flight.push(send(&nats, subject.clone(), batch, limits.timeout, &sizes));
+                        }
                     }
                     None => open = false,
                 }
@@ -174,22 +189,25 @@ async fn next(carry: &mut Option<Queued>, rx: &mut mpsc::Receiver<Queued>) -> Op
     }
 }
 
-/// `first` and whatever else is queued, within the limits; what would overflow them waits in
-/// `carry` for the next message.
+/// `first` and whatever else is queued, within the limits, leaving out the records nobody
+/// waits for any more; what would overflow the limits waits in `carry` for the next message.
 fn gather(
     first: Queued,
     rx: &mut mpsc::Receiver<Queued>,
     carry: &mut Option<Queued>,
     max_records: usize,
 ) -> Vec<Queued> {
-    let mut bytes = first.record.len();
-    let mut batch = vec![first];
+    let mut bytes = 0;
+    let mut batch = Vec::new();
+    let mut next = Some(first);
     while batch.len() < max_records {
-        let Ok(q) = rx.try_recv() else { break };
+        let Some(q) = next.take().or_else(|| rx.try_recv().ok()) else {
+            break;
+        };
         if q.reply.is_closed() {
             continue;
         }
-        if bytes + q.record.len() > MAX_BATCH_BYTES {
+        if !batch.is_empty() && bytes + q.record.len() > MAX_BATCH_BYTES {
             *carry = Some(q);
             break;
         }
@@ -200,17 +218,21 @@ fn gather(
 }
 
 /// Publishes one message of `batch`'s records and tells each handler how it went.
-async fn send(nats: &Nats, subject: String, batch: Vec<Queued>, sizes: &Histogram) {
-    let batch: Vec<Queued> = batch.into_iter().filter(|q| !q.reply.is_closed()).collect();
-    if batch.is_empty() {
-        return;
-    }
+async fn send(
+    nats: &Nats,
+    subject: String,
+    batch: Vec<Queued>,
+    timeout: Duration,
+    sizes: &Histogram,
+) {
     #[allow(
         clippy::cast_precision_loss,
         reason = "batches hold at most 10,000 records"
     )]
     sizes.observe(batch.len() as f64);
-    let result = publish_batch(nats, subject, &batch).await;
+    let result = tokio::time::timeout(timeout, publish_batch(nats, subject, &batch))
+        .await
+        .unwrap_or(Err(RecordError::Timeout));
     for q in batch {
         // A handler that stopped waiting meanwhile has answered already.
         let _ = q.reply.send(result.clone());
@@ -222,7 +244,10 @@ async fn publish_batch(nats: &Nats, subject: String, batch: &[Queued]) -> Result
     if nats.client.connection_state() != async_nats::connection::State::Connected {
         return Err(RecordError::Disconnected);
     }
-    let payload = encode_batch(batch.iter().map(|q| q.record.as_slice()));
+    let payload = match batch {
+        [one] => one.record.clone(),
+        _ => encode_batch(batch.iter().map(|q| q.record.as_slice())),
+    };
     let msg = PublishMessage::build().payload(payload.into());
     nats.js
         .send_publish(subject, msg)

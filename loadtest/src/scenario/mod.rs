@@ -87,8 +87,8 @@ pub struct ScenarioArgs {
     #[arg(long, default_value = "webhooks=90,api-reads=9,onboarding=1")]
     pub mix: String,
     /// NATS server of the target's region: after each run, check that its deliveries stream
-    /// stored exactly one record per accepted webhook and its jobs stream one message per job
-    /// id answered.
+    /// stored exactly one record per accepted webhook (no delivery id twice) and its jobs
+    /// stream one message per job id answered.
     #[arg(long)]
     pub verify_nats: Option<String>,
     /// NATS namespace of the target's streams (its `nats.namespace`).

@@ -146,6 +146,7 @@ pub async fn run(
     tasks.spawn(listen_for_invalidations(state.clone(), shutdown.clone()));
     tasks.spawn(refresh_shard_map(state.clone(), shutdown.clone()));
     tasks.spawn(watch_shards(state.clone(), shutdown.clone()));
+    tasks.spawn(recover_moves(state.clone(), shutdown.clone()));
     tasks.spawn(tenancy::onboarding::run_reaper(
         state.clone(),
         shutdown.clone(),
@@ -213,6 +214,45 @@ async fn watch_shards(state: AppState, shutdown: CancellationToken) {
             },
         )
         .await;
+}
+
+/// How often a control plane looks for range moves whose runner has stopped.
+const MOVE_RECOVERY_EVERY: Duration = Duration::from_secs(5);
+
+/// Finishes or rolls back the range moves whose runner died or was stopped (a control plane
+/// restarted mid-move, a `shards move` interrupted), so that a paused range never waits for an
+/// operator; see `sharding::moves::recover_abandoned`.
+async fn recover_moves(state: AppState, shutdown: CancellationToken) {
+    use sharding::moves::{self, Recovered};
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(MOVE_RECOVERY_EVERY) => {}
+        }
+        let done = match moves::recover_abandoned(&state.catalog).await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot look for abandoned range moves");
+                continue;
+            }
+        };
+        for (id, outcome) in done {
+            match outcome {
+                Ok(how) => {
+                    tracing::warn!(move_id = %id, outcome = ?how, "recovered a range move whose runner had stopped");
+                    if how == Recovered::Completed {
+                        if let Err(e) = state.shards.reload().await {
+                            tracing::warn!(error = %e, "cannot reload the shard map");
+                        }
+                        state.invalidate(Invalidation::ShardMap).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(move_id = %id, error = %e, "cannot recover a range move whose runner stopped");
+                }
+            }
+        }
+    }
 }
 
 async fn refresh_shard_map(state: AppState, shutdown: CancellationToken) {

@@ -104,11 +104,12 @@ enum ShardsCmd {
     },
     /// Show recent range moves.
     Moves,
-    /// Finish or roll back a move whose runner stopped (the process died mid-move).
+    /// Finish or roll back a move whose runner stopped (the process died mid-move) now,
+    /// without waiting for the control planes to do it (they do within about 30 s).
     RecoverMove {
         /// The move id (`mv_…`).
         id: String,
-        /// Even if it reported progress in the last minute.
+        /// Even if it reported progress in the last minute (never while its runner is alive).
         #[arg(long)]
         force: bool,
     },

@@ -592,17 +592,33 @@ async fn a_move_whose_verification_fails_rolls_back_and_changes_nothing() {
     target.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_move_whose_runner_died_is_rolled_back_by_recover_and_the_range_can_move_again() {
-    use control_plane::sharding::moves::{self, MoveError, Recovered};
+/// The shard the catalog's ranges give `org` to.
+async fn range_owner(app: &TestApp, org: i64) -> String {
+    sqlx::query_scalar("select shard from shard_range where range_start <= $1 and range_end > $1")
+        .bind(org)
+        .fetch_one(&app.catalog)
+        .await
+        .unwrap()
+}
+
+/// An app with an org on `us-east-1-0`, a second shard `us-east-1-1`, and a move of the org
+/// there that is planned and not run.
+async fn a_planned_move() -> (TestApp, i64, control_plane::sharding::moves::MoveStatus) {
     let mut app = TestApp::spawn().await;
     let org = app.create_org(US).await["id"].as_i64().unwrap();
     let dsn = app.create_empty_db("us1").await;
     add_shard(&app, "us-east-1-1", US, &dsn).await;
-    // Planned, never run: as if the process died right after the `202`.
-    let planned = moves::plan(&app.catalog, org, org + 1, "us-east-1-1")
+    let planned = control_plane::sharding::moves::plan(&app.catalog, org, org + 1, "us-east-1-1")
         .await
         .unwrap();
+    (app, org, planned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_whose_runner_died_is_rolled_back_by_recover_and_the_range_can_move_again() {
+    use control_plane::sharding::moves::{self, MoveError, Recovered};
+    // Planned, never run: as if the process died right after the `202`.
+    let (app, org, planned) = a_planned_move().await;
     assert!(matches!(
         moves::plan(&app.catalog, org, org + 1, "us-east-1-1").await,
         Err(MoveError::Busy(_))
@@ -632,12 +648,65 @@ async fn a_move_whose_runner_died_is_rolled_back_by_recover_and_the_range_can_mo
         .unwrap();
     let ended = moves::run(&app.catalog, &again.id, &|_| {}).await.unwrap();
     assert_eq!(ended.phase, "done", "{ended:?}");
-    let owner: String = sqlx::query_scalar(
-        "select shard from shard_range where range_start <= $1 and range_end > $1",
+    assert_eq!(range_owner(&app, org).await, "us-east-1-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_whose_runner_died_is_rolled_back_by_the_control_plane_on_its_own() {
+    use control_plane::sharding::moves::{self, MoveError};
+    use sqlx::Connection;
+    let (app, org, planned) = a_planned_move().await;
+    // A runner that is alive holds the move's runner lock in a session of its own.
+    let mut runner = app.catalog.acquire().await.unwrap().detach();
+    sqlx::query("select pg_advisory_lock(hashtextextended('shard_move_runner:' || $1, 0))")
+        .bind(&planned.id)
+        .execute(&mut runner)
+        .await
+        .unwrap();
+    assert!(matches!(
+        moves::run(&app.catalog, &planned.id, &|_| {}).await,
+        Err(MoveError::Busy(_))
+    ));
+    // However long it has been quiet, and even when forced, a live runner's move is left alone.
+    sqlx::query("update shard_move set updated_at = now() - interval '10 minutes' where id = $1")
+        .bind(&planned.id)
+        .execute(&app.catalog)
+        .await
+        .unwrap();
+    assert!(matches!(
+        moves::recover(&app.catalog, &planned.id, Duration::ZERO, true).await,
+        Err(MoveError::Busy(_))
+    ));
+    assert!(
+        moves::recover_abandoned(&app.catalog)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        moves::get(&app.catalog, &planned.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .phase,
+        "pending"
+    );
+
+    // The runner dies: its session ends, and the control planes take the move over.
+    runner.close().await.unwrap();
+    let status = wait_for(
+        "the control plane to roll the move back",
+        Duration::from_secs(30),
+        || async {
+            let s = moves::get(&app.catalog, &planned.id)
+                .await
+                .unwrap()
+                .unwrap();
+            s.finished().then_some(s)
+        },
     )
-    .bind(org)
-    .fetch_one(&app.catalog)
-    .await
-    .unwrap();
-    assert_eq!(owner, "us-east-1-1");
+    .await;
+    assert_eq!(status.phase, "failed");
+    assert!(status.error.unwrap().contains("recover"));
+    assert_eq!(range_owner(&app, org).await, "us-east-1-0");
 }

@@ -27,7 +27,7 @@ use futures::TryStreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Connection, PgPool, Row};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, Row};
 
 use crate::db::migrate::SHARD;
 
@@ -347,8 +347,22 @@ async fn set_counts(catalog: &PgPool, id: &str, copied: i64, lag: i64) -> Result
 }
 
 /// Runs a planned move to its end, reporting each step to `progress`. Whatever fails is rolled
-/// back; the returned status says how it ended.
+/// back; the returned status says how it ended. The runner holds the move's runner lock (see
+/// [`recover_abandoned`]) throughout: a move someone else runs is refused as busy.
 pub async fn run(
+    catalog: &PgPool,
+    id: &str,
+    progress: &(dyn Fn(&MoveStatus) + Send + Sync),
+) -> Result<MoveStatus, MoveError> {
+    let Some(runner) = runner_lock(catalog, id).await? else {
+        return Err(MoveError::Busy(format!("{id} (another process runs it)")));
+    };
+    let out = run_locked(catalog, id, progress).await;
+    let _ = runner.close().await;
+    out
+}
+
+async fn run_locked(
     catalog: &PgPool,
     id: &str,
     progress: &(dyn Fn(&MoveStatus) + Send + Sync),
@@ -1078,9 +1092,24 @@ pub enum Recovered {
 
 /// A move left unfinished by a runner that stopped (the process died mid-move) stays in its
 /// phase with writes possibly paused. This finishes it when the catalog already gives the
-/// range to the target, and rolls it back otherwise. Unless `force`, a move that reported
-/// progress in the last `stale_after` is taken to be still running and left alone.
+/// range to the target, and rolls it back otherwise. A move whose runner still holds its
+/// runner lock is left alone, and so, unless `force`, is one that reported progress in the
+/// last `stale_after` (it may be between being planned and being run).
 pub async fn recover(
+    catalog: &PgPool,
+    id: &str,
+    stale_after: Duration,
+    force: bool,
+) -> Result<Recovered, MoveError> {
+    let Some(runner) = runner_lock(catalog, id).await? else {
+        return Err(MoveError::Busy(format!("{id} (its runner is alive)")));
+    };
+    let out = recover_locked(catalog, id, stale_after, force).await;
+    let _ = runner.close().await;
+    out
+}
+
+async fn recover_locked(
     catalog: &PgPool,
     id: &str,
     stale_after: Duration,
@@ -1147,4 +1176,50 @@ pub async fn recover(
     .execute(catalog)
     .await?;
     Ok(outcome)
+}
+
+/// How long a move nobody runs must have been idle before [`recover_abandoned`] takes it: far
+/// longer than the moment between a move being planned and its runner taking it.
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(30);
+
+/// Takes the catalog's session lock that marks move `id` as being run (or recovered); `None`
+/// when another session holds it. The connection leaves the pool, so the lock lasts as long as
+/// it: until it is closed, or until the process holding it dies and PostgreSQL ends the session.
+async fn runner_lock(catalog: &PgPool, id: &str) -> Result<Option<PgConnection>, sqlx::Error> {
+    let mut conn = catalog.acquire().await?.detach();
+    let held: bool = sqlx::query_scalar(
+        "select pg_try_advisory_lock(hashtextextended('shard_move_runner:' || $1, 0))",
+    )
+    .bind(id)
+    .fetch_one(&mut conn)
+    .await?;
+    if held {
+        Ok(Some(conn))
+    } else {
+        let _ = conn.close().await;
+        Ok(None)
+    }
+}
+
+/// Recovers (see [`recover`]) every unfinished move whose runner is gone and that has shown no
+/// progress for [`ABANDONED_AFTER`]: what a process that died mid-move, or was stopped, left
+/// behind. Each control plane calls it on a schedule, so a paused range never waits for an
+/// operator. Returns what it did to which move; moves still running are not listed.
+pub async fn recover_abandoned(
+    catalog: &PgPool,
+) -> Result<Vec<(String, Result<Recovered, MoveError>)>, sqlx::Error> {
+    let unfinished: Vec<String> = sqlx::query_scalar(
+        "select id from shard_move where phase not in ('done', 'rolled_back', 'failed')
+         order by created_at",
+    )
+    .fetch_all(catalog)
+    .await?;
+    let mut done = Vec::new();
+    for id in unfinished {
+        match recover(catalog, &id, ABANDONED_AFTER, false).await {
+            Err(MoveError::Busy(_) | MoveError::Finished(_)) => {}
+            outcome => done.push((id, outcome)),
+        }
+    }
+    Ok(done)
 }

@@ -68,7 +68,9 @@ impl Metrics {
         let recorded = IntCounterVec::new(
             Opts::new(
                 "recorder_records_total",
-                "Delivery records written by the recorder",
+                "Delivery records the recorder wrote (kind delivery or unclaimed), or dropped \
+                 because they do not read as records (kind undecodable: a message, or an \
+                 element of a batch)",
             ),
             &["kind"],
         )?;

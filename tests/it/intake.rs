@@ -386,6 +386,15 @@ async fn full_messages_are_written_a_few_records_at_a_time_and_a_bad_record_spoi
     .await;
     good.sort();
     assert_eq!(recorded, good);
+    assert_eq!(
+        state
+            .metrics
+            .recorded
+            .with_label_values(&["undecodable"])
+            .get(),
+        1,
+        "the dropped element is counted"
+    );
     // Every message was settled: nothing waits for redelivery.
     let stream = state
         .nats

@@ -59,11 +59,13 @@ async fn record(state: &AppState, messages: Vec<Message>) {
                 for (at, e) in &d.rejected {
                     tracing::error!(error = %e, subject = %msg.subject, element = at, "undecodable delivery record in a batch; dropped, the others are written");
                 }
+                undecodable_records(state, d.rejected.len());
                 decoded.push((i, d.records));
             }
             Err(e) => {
                 tracing::error!(error = %e, subject = %msg.subject, "undecodable delivery record; dropped");
                 undecodable[i] = true;
+                undecodable_records(state, 1);
             }
         }
     }
@@ -134,6 +136,16 @@ async fn write_round(
     for (_, (shard, items)) in by_shard {
         let res = write_shard(&shard, &items).await;
         settle(state, "delivery", res, &items, retry);
+    }
+}
+
+fn undecodable_records(state: &AppState, n: usize) {
+    if n > 0 {
+        state
+            .metrics
+            .recorded
+            .with_label_values(&["undecodable"])
+            .inc_by(n as u64);
     }
 }
 

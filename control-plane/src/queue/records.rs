@@ -17,8 +17,9 @@
 //! A lane keeps one shard's records apart from another's, so a shard that is down only holds
 //! back messages of its own orgs in the recorder. Records whose handler has stopped waiting
 //! (it answered `503` on its timeout, or its client hung up) are left out of the next message.
-//! A message that JetStream has not acknowledged within `timeout` counts as failed, so a stuck
-//! acknowledgement frees its place in the lane no later than the handlers give up on it.
+//! A message that JetStream has not acknowledged within `timeout` of being sent counts as
+//! failed, so a stuck acknowledgement holds its place in the lane for at most that long (its
+//! handlers, whose own `publish_timeout` began earlier, may have answered `503` already).
 //! Messages carry no `Nats-Msg-Id`: a repeated delivery is a second record of the same
 //! delivery id, and the recorder's idempotent inserts keep the first one written.
 //!

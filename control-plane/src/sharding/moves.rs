@@ -354,16 +354,28 @@ pub async fn run(
     id: &str,
     progress: &(dyn Fn(&MoveStatus) + Send + Sync),
 ) -> Result<MoveStatus, MoveError> {
-    let Some(runner) = runner_lock(catalog, id).await? else {
-        return Err(MoveError::Busy(format!("{id} (another process runs it)")));
+    // A recovery looking at the move holds the lock for a moment: wait that out.
+    let deadline = Instant::now() + RUNNER_LOCK_WAIT;
+    let mut runner = loop {
+        match runner_lock(catalog, id).await? {
+            Some(conn) => break conn,
+            None if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            None => return Err(MoveError::Busy(format!("{id} (another process runs it)"))),
+        }
     };
-    let out = run_locked(catalog, id, progress).await;
+    let out = run_locked(catalog, &mut runner, id, progress).await;
     let _ = runner.close().await;
     out
 }
 
+/// Runs the move; `runner` is the session holding its runner lock, on which the catalog's
+/// ranges are switched, so a runner whose lock was lost (its session ended: a recovery may
+/// have rolled the move back meanwhile) cannot switch them.
 async fn run_locked(
     catalog: &PgPool,
+    runner: &mut PgConnection,
     id: &str,
     progress: &(dyn Fn(&MoveStatus) + Send + Sync),
 ) -> Result<MoveStatus, MoveError> {
@@ -382,6 +394,7 @@ async fn run_locked(
         dst,
         tables: Vec::new(),
         progress,
+        runner: Some(runner),
         lock: None,
         fenced: false,
         copied: false,
@@ -442,6 +455,8 @@ impl<E: Into<MoveError>> From<E> for Outcome {
 
 struct Mover<'a> {
     catalog: &'a PgPool,
+    /// The session holding the move's runner lock (`None` when recovering a move).
+    runner: Option<&'a mut PgConnection>,
     mv: MoveStatus,
     src: PgPool,
     dst: PgPool,
@@ -547,6 +562,7 @@ impl Mover<'_> {
 
         // 4. Pause the range's writers, drain, verify, switch.
         let mut lock = self.src.acquire().await?;
+        keep_alive(&mut lock).await?;
         sqlx::query("select pg_advisory_lock(hashtextextended($1, 0))")
             .bind(&self.mv.id)
             .execute(&mut *lock)
@@ -585,7 +601,11 @@ impl Mover<'_> {
             .bind(&self.mv.id)
             .execute(&self.src)
             .await?;
-        if let Err(e) = switch_ranges(self.catalog, &self.mv).await {
+        let switched = match self.runner.as_deref_mut() {
+            Some(runner) => switch_ranges(runner, &self.mv).await,
+            None => Err(MoveError::Busy(format!("{} (no runner lock)", self.mv.id))),
+        };
+        if let Err(e) = switched {
             sqlx::query("update range_fence set state = 'paused' where move_id = $1")
                 .bind(&self.mv.id)
                 .execute(&self.src)
@@ -1012,9 +1032,17 @@ async fn same_schema(src: &PgPool, dst: &PgPool) -> Result<(), MoveError> {
 
 /// Gives `[start, end)` to the target in the catalog: the range holding it is split in up to
 /// three, each keeping the ids already handed out.
-async fn switch_ranges(catalog: &PgPool, mv: &MoveStatus) -> Result<(), MoveError> {
+async fn switch_ranges(runner: &mut PgConnection, mv: &MoveStatus) -> Result<(), MoveError> {
     let (a, b) = (mv.start, mv.end);
-    let mut tx = catalog.begin().await?;
+    let mut tx = runner.begin().await?;
+    // A move that another process has ended (recovered) stays ended.
+    let phase: String = sqlx::query_scalar("select phase from shard_move where id = $1 for update")
+        .bind(&mv.id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if matches!(phase.as_str(), "done" | "rolled_back" | "failed") {
+        return Err(MoveError::Finished(phase));
+    }
     let row: Option<(i64, i64, String, i64, bool)> = sqlx::query_as(
         "select range_start, range_end, shard, next_id, open from shard_range
           where range_start <= $1 and range_end >= $2 for update",
@@ -1121,7 +1149,15 @@ async fn recover_locked(
     if mv.finished() {
         return Err(MoveError::Finished(mv.phase));
     }
-    let idle = (Utc::now() - mv.updated_at).to_std().unwrap_or_default();
+    // By the catalog's clock, which wrote `updated_at`.
+    let idle: f64 = sqlx::query_scalar(
+        "select greatest(extract(epoch from now() - updated_at)::float8, 0) from shard_move
+          where id = $1",
+    )
+    .bind(id)
+    .fetch_one(catalog)
+    .await?;
+    let idle = Duration::from_secs_f64(idle);
     if !force && idle < stale_after {
         return Err(MoveError::Busy(format!(
             "{id} (progress {}s ago; wait, or force)",
@@ -1151,6 +1187,7 @@ async fn recover_locked(
             dst: dst.clone(),
             tables: Vec::new(),
             progress: &|_| {},
+            runner: None,
             lock: None,
             fenced: true,
             // The target held none of the range when the move began (checked before the copy),
@@ -1178,6 +1215,24 @@ async fn recover_locked(
     Ok(outcome)
 }
 
+/// Longest a runner waits for its move's runner lock (a recovery looking at the move holds it
+/// for a moment).
+const RUNNER_LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Makes PostgreSQL notice within about 25 s that the client of a session holding a move's
+/// lock is gone (its host died, the network parted), rather than after the system's TCP
+/// keepalive default of two hours: the session, and its locks, end with it.
+async fn keep_alive(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "select set_config('tcp_keepalives_idle', '10', false),
+                set_config('tcp_keepalives_interval', '5', false),
+                set_config('tcp_keepalives_count', '3', false)",
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// How long a move nobody runs must have been idle before [`recover_abandoned`] takes it: far
 /// longer than the moment between a move being planned and its runner taking it.
 pub const ABANDONED_AFTER: Duration = Duration::from_secs(30);
@@ -1187,6 +1242,7 @@ pub const ABANDONED_AFTER: Duration = Duration::from_secs(30);
 /// it: until it is closed, or until the process holding it dies and PostgreSQL ends the session.
 async fn runner_lock(catalog: &PgPool, id: &str) -> Result<Option<PgConnection>, sqlx::Error> {
     let mut conn = catalog.acquire().await?.detach();
+    keep_alive(&mut conn).await?;
     let held: bool = sqlx::query_scalar(
         "select pg_try_advisory_lock(hashtextextended('shard_move_runner:' || $1, 0))",
     )
@@ -1209,9 +1265,12 @@ pub async fn recover_abandoned(
     catalog: &PgPool,
 ) -> Result<Vec<(String, Result<Recovered, MoveError>)>, sqlx::Error> {
     let unfinished: Vec<String> = sqlx::query_scalar(
-        "select id from shard_move where phase not in ('done', 'rolled_back', 'failed')
-         order by created_at",
+        "select id from shard_move
+          where phase not in ('done', 'rolled_back', 'failed')
+            and updated_at < now() - make_interval(secs => $1)
+          order by created_at",
     )
+    .bind(ABANDONED_AFTER.as_secs_f64())
     .fetch_all(catalog)
     .await?;
     let mut done = Vec::new();

@@ -412,3 +412,49 @@ async fn full_messages_are_written_a_few_records_at_a_time_and_a_bad_record_spoi
     })
     .await;
 }
+
+/// Intake reads every one of GitHub's example payloads exactly as serde_json reads it: the
+/// same facts for the rules, the same target for the jobs, the same installation and
+/// repositories for the lifecycle.
+#[test]
+fn every_example_payload_parses_as_serde_json_parses_it() {
+    use control_plane::intake::event::Payload;
+    let names = |r: &Option<Vec<control_plane::intake::event::RepoRef>>| {
+        r.as_ref()
+            .map(|v| v.iter().map(|x| x.full_name.clone()).collect::<Vec<_>>())
+    };
+    let mut seen = 0;
+    for group in switchyard_tests::fixtures::all_examples() {
+        for p in group.examples {
+            let body = serde_json::to_vec_pretty(&p).unwrap();
+            let fast = Payload::parse(&body)
+                .unwrap_or_else(|e| panic!("{} {:?}: {e}", group.name, p["action"]));
+            let slow: Payload = serde_json::from_slice(&body).unwrap();
+            let what = format!("{} {:?}", group.name, p["action"]);
+            assert_eq!(fast.facts(&group.name), slow.facts(&group.name), "{what}");
+            assert_eq!(fast.target(), slow.target(), "{what}");
+            assert_eq!(fast.installation_id(), slow.installation_id(), "{what}");
+            assert_eq!(
+                names(&fast.repositories),
+                names(&slow.repositories),
+                "{what}"
+            );
+            assert_eq!(
+                names(&fast.repositories_added),
+                names(&slow.repositories_added),
+                "{what}"
+            );
+            assert_eq!(
+                names(&fast.repositories_removed),
+                names(&slow.repositories_removed),
+                "{what}"
+            );
+            assert_eq!(
+                fast.repository_selection, slow.repository_selection,
+                "{what}"
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen > 300, "only {seen} examples");
+}

@@ -103,7 +103,7 @@ async fn receive_webhook(
 
     let event = header_token(&headers, "x-github-event", 64)?.to_owned();
     let delivery = DeliveryId(header_token(&headers, "x-github-delivery", 128)?.to_owned());
-    let payload: Payload = serde_json::from_slice(&bytes)
+    let payload = Payload::parse(&bytes)
         .map_err(|e| Error::BadRequest(format!("malformed JSON payload: {e}")))?;
 
     let accepted = pipeline::accept(&state, &event, &delivery, &payload).await?;

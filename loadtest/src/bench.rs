@@ -246,8 +246,17 @@ fn category(s: &Sample) -> &'static str {
             ]))
     {
         "the kernel and system calls (TCP on loopback, wake-ups, scheduling)"
-    } else if has(&["serde_json", "serde::", "serde_core", "from_utf8", "utf8"]) {
-        "JSON (serde_json, with its UTF-8 checks)"
+    } else if has(&[
+        "serde_json",
+        "sonic_rs",
+        "sonic_simd",
+        "sonic_number",
+        "serde::",
+        "serde_core",
+        "from_utf8",
+        "utf8",
+    ]) {
+        "JSON (serde_json and sonic-rs, with their UTF-8 checks)"
     } else if has(&["sha2", "hmac", "Sha256", "sha256", "digest::"]) {
         "HMAC-SHA256 (sha2, hmac)"
     } else if has(&["tracing", "opentelemetry"]) {
@@ -631,7 +640,8 @@ const KEY_FUNCTIONS: &[(&str, &str)] = &[
         "control_plane::http::routes::webhooks::receive_webhook",
     ),
     (
-        "parsing the whole payload (`receive_webhook`: `serde_json::from_slice::<intake::event::Payload>`)",
+        "parsing the whole payload (`intake/event.rs` `Payload::parse`: sonic-rs)",
+        // sonic_rs::from_slice::<Payload>, whether or not `Payload::parse` was inlined.
         "from_slice<control_plane::intake::event::Payload>",
     ),
     (
@@ -1103,6 +1113,10 @@ mod tests {
         assert!(category(&s[0]).starts_with("JSON"));
         assert!(category(&s[1]).starts_with("the kernel"));
         assert!(category(&s[2]).starts_with("memory"));
+        let sonic = parse_self(
+            "     5.00%  control-plane      [.] sonic_rs::parser::Parser<R>::skip_one\n",
+        );
+        assert!(category(&sonic[0]).starts_with("JSON"));
         let children =
             "    45.10%     0.20%  [.] control_plane::intake::pipeline::accept::{{closure}}\n";
         let c = parse_children(children);

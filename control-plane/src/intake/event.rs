@@ -5,9 +5,11 @@
 //!
 //! [`Payload::parse`] reads the body with sonic-rs rather than serde_json: most of a payload
 //! (10 KB on average in GitHub's examples) is fields intake never reads, and sonic-rs skips
-//! them with SIMD scans instead of byte by byte, about a fifth of the control plane's CPU per
-//! webhook (docs/benchmarks.md). Both take the same serde derives and reject the same
-//! documents (invalid UTF-8, unpaired surrogates, trailing characters, duplicate fields).
+//! them with SIMD scans instead of byte by byte. The parse was 17 % of the control plane's
+//! CPU in docs/benchmarks.md's profile with serde_json; sonic-rs takes 3.7 µs per example
+//! body where serde_json took 6.3 µs (`cargo bench --bench payload`). Both take the same
+//! serde derives and reject the same documents (invalid UTF-8, unpaired surrogates, trailing
+//! characters, duplicate fields, wrong types).
 
 use protocol::job::{Target, TargetKind};
 use serde::Deserialize;
@@ -136,6 +138,8 @@ pub struct ParseError(String);
 
 impl Payload {
     /// Reads a webhook body: a JSON object (of any event), or an error saying where it is not.
+    /// As with serde_json, serde's derive also takes an array of the fields in order (`[]` is
+    /// an empty payload, which intake records as an unclaimed delivery).
     pub fn parse(body: &[u8]) -> Result<Self, ParseError> {
         sonic_rs::from_slice(body).map_err(|e| ParseError(e.to_string()))
     }

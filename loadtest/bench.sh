@@ -18,12 +18,18 @@
 #
 # Settings (environment): BENCH_RUNS (3), BENCH_PORT_BASE (18600), BENCH_CONNECTIONS (16),
 # BENCH_STEP (3s), BENCH_API_RATE (200), BENCH_CP_THREADS (1: the control plane's runtime
-# threads, 0 = one per core), BENCH_OUT (docs/benchmarks.md), and BENCH_ONLY: a
+# threads, 0 = one per core), BENCH_CP_EXTRA (a TOML file appended to the benchmark control
+# plane's configuration, to try a setting; named in the report), BENCH_OUT
+# (docs/benchmarks.md), and BENCH_ONLY: a
 # comma-separated subset of the measurements (jetstream, noop, intake, probot, api-reads,
 # onboarding, mix, profile) to run and print, writing no report — for working on one figure.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ -n "${BENCH_CP_EXTRA:-}" ]; then
+  BENCH_CP_EXTRA="$(realpath -- "$BENCH_CP_EXTRA")"
+  export BENCH_CP_EXTRA
+fi
 cd "$ROOT"
 
 if [ "${1:-}" != "--inside" ]; then
@@ -43,6 +49,8 @@ API_RATE="${BENCH_API_RATE:-200}"
 # are shared with NATS, PostgreSQL and the generator); BENCH_CP_THREADS=0 for one per core.
 CP_THREADS="${BENCH_CP_THREADS:-1}"
 OUT="${BENCH_OUT:-docs/benchmarks.md}"
+CP_EXTRA="${BENCH_CP_EXTRA:-}"
+[ -z "$CP_EXTRA" ] || [ -f "$CP_EXTRA" ] || { echo "error: BENCH_CP_EXTRA: no file $CP_EXTRA" >&2; exit 1; }
 ONLY="${BENCH_ONLY:-}"
 CP_PORT=$((BASE + 80))
 GH_PORT=$((BASE + 70))
@@ -206,6 +214,9 @@ api_key_burst = 100000000
 log_format = "json"
 log_filter = "warn"
 CONF
+if [ -n "$CP_EXTRA" ]; then
+  { printf '\n# From BENCH_CP_EXTRA (%s):\n' "$CP_EXTRA"; cat "$CP_EXTRA"; } >> "$CFG"
+fi
 umask 022
 
 step "migrating and registering the region, shard and id range"
@@ -264,6 +275,7 @@ meta commit "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown
 meta connections "$CONNS"
 meta step "$STEP"
 meta cp-threads "$CP_THREADS"
+[ -z "$CP_EXTRA" ] || meta cp-extra "$(grep -v '^[[:space:]]*\(#\|$\)' "$CP_EXTRA" | paste -sd';' -)"
 meta api-rate "$API_RATE"
 meta runs "$RUNS"
 meta examples "$EXAMPLES"

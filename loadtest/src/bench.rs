@@ -941,15 +941,20 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
             .to_owned(),
         n => format!("{n} runtime threads (`[server] worker_threads = {n}`)"),
     };
+    // Settings tried on top of the defaults (`BENCH_CP_EXTRA`), as they were given.
+    let extra = match meta.get("cp-extra").map(|e| e.trim()) {
+        Some(e) if !e.is_empty() => format!("; and, from `BENCH_CP_EXTRA`, `{e}`"),
+        _ => String::new(),
+    };
     out.push_str(&format!(
         "- **The control plane under test** is a release build started by the benchmark with \
          the committed defaults except: its own catalog and shard databases on the local \
          stack's PostgreSQL, NATS namespace `bench` on the stack's `us-east-1` NATS server (one \
          Go scheduler thread, `GOMAXPROCS=1`, as the stack starts it), its own Redis key \
          prefix, logs at `warn` (intake logs every request at `info`), delivery recovery off, \
-         and {threads}. Its org, the org's installation and, for the API reads, an access \
-         token are set up through the API at the start of each scenario. No worker runs: jobs \
-         stay queued in the work-queue stream.\n"
+         and {threads}{extra}. Its org, the org's installation and, for the API reads, an \
+         access token are set up through the API at the start of each scenario. No worker \
+         runs: jobs stay queued in the work-queue stream.\n"
     ));
     out.push_str(
         "- **Raw JetStream ceiling**: 12,288-byte messages to a stream of its own created with \

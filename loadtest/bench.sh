@@ -275,7 +275,7 @@ meta commit "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown
 meta connections "$CONNS"
 meta step "$STEP"
 meta cp-threads "$CP_THREADS"
-[ -z "$CP_EXTRA" ] || meta cp-extra "$(grep -v '^[[:space:]]*\(#\|$\)' "$CP_EXTRA" | paste -sd';' -)"
+[ -z "$CP_EXTRA" ] || meta cp-extra "$({ grep -v '^[[:space:]]*\(#\|$\)' "$CP_EXTRA" || true; } | paste -sd';' -)"
 meta api-rate "$API_RATE"
 meta runs "$RUNS"
 meta examples "$EXAMPLES"

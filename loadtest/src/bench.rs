@@ -641,8 +641,9 @@ const KEY_FUNCTIONS: &[(&str, &str)] = &[
     ),
     (
         "parsing the whole payload (`intake/event.rs` `Payload::parse`: sonic-rs)",
-        // sonic_rs::from_slice::<Payload>, whether or not `Payload::parse` was inlined.
-        "from_slice<control_plane::intake::event::Payload>",
+        // The parse's generic entry with `Payload` as its type argument, whatever its name
+        // (sonic-rs inlines `from_slice` into `from_trait<Read, Payload>`).
+        "control_plane::intake::event::Payload>",
     ),
     (
         "the pipeline after parsing (`intake/pipeline.rs` `accept`)",
@@ -1127,5 +1128,26 @@ mod tests {
         let c = parse_children(children);
         assert_eq!(c[0].percent, 45.1);
         assert!(c[0].symbol.starts_with("control_plane::intake"));
+    }
+
+    #[test]
+    fn the_payload_step_is_found_under_the_name_perf_gives_it() {
+        let (_, needle) = KEY_FUNCTIONS
+            .iter()
+            .find(|(label, _)| label.starts_with("parsing the whole payload"))
+            .unwrap();
+        // As perf reported the parse at a587c14 (sonic-rs, `Payload::parse` inlined), and
+        // as it reported serde_json's before.
+        for line in [
+            "     8.88%     0.00%  [.] from_trait<sonic_rs::reader::Read, control_plane::intake::event::Payload> (inlined)\n",
+            "    17.00%     0.00%  [.] serde_json::de::from_slice<control_plane::intake::event::Payload>\n",
+        ] {
+            let c = parse_children(line);
+            assert!(c[0].symbol.contains(needle), "{line}");
+        }
+        let other = parse_children(
+            "     9.00%     0.00%  [.] control_plane::intake::pipeline::accept::{{closure}}\n",
+        );
+        assert!(!other[0].symbol.contains(needle));
     }
 }

@@ -698,6 +698,19 @@ timeout = "60s"
         nix::sys::signal::kill(pid, sig).unwrap();
     }
 
+    /// Waits for a line of the process's log to contain `needle`.
+    async fn wait_log(&self, needle: &str, within: Duration) {
+        wait_for(
+            &format!("{needle} in {}", self.log.display()),
+            within,
+            || {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                std::future::ready(log.contains(needle).then_some(()))
+            },
+        )
+        .await;
+    }
+
     /// Waits for the process to exit; fails the test with `what` at the deadline.
     async fn wait_exit(&mut self, what: &str, within: Duration) -> std::process::ExitStatus {
         let child = &mut self.child;
@@ -855,7 +868,10 @@ async fn sigterm_finishes_in_flight_jobs_hands_back_the_rest_and_exits_in_the_gr
 
     let t = Instant::now();
     draining.signal(nix::sys::signal::Signal::SIGTERM);
-    // Jobs sent during the drain are left for other workers.
+    // Jobs sent during the drain are left for other workers. The signal arrives when it does:
+    // a job sent before the worker has taken it in would rightly still be run, so the job is
+    // sent once the worker says it has stopped pulling.
+    draining.wait_log(r#""message":"draining""#, grace).await;
     let later = job_on_issue(&app, inst, 2).await;
     let status = draining
         .wait_exit(

@@ -366,7 +366,7 @@ pub async fn run(
         }
     };
     let out = run_locked(catalog, &mut runner, id, progress).await;
-    let _ = runner.close().await;
+    release_runner(runner).await;
     out
 }
 
@@ -1133,7 +1133,7 @@ pub async fn recover(
         return Err(MoveError::Busy(format!("{id} (its runner is alive)")));
     };
     let out = recover_locked(catalog, id, stale_after, force).await;
-    let _ = runner.close().await;
+    release_runner(runner).await;
     out
 }
 
@@ -1255,6 +1255,16 @@ async fn runner_lock(catalog: &PgPool, id: &str) -> Result<Option<PgConnection>,
         let _ = conn.close().await;
         Ok(None)
     }
+}
+
+/// Gives back a session taken by [`runner_lock`]. The lock is released explicitly before the
+/// session is closed: a closed session's locks go only when its server process has noticed and
+/// exited, a moment later, so the next runner or recovery could otherwise find the move busy.
+async fn release_runner(mut conn: PgConnection) {
+    let _ = sqlx::query("select pg_advisory_unlock_all()")
+        .execute(&mut conn)
+        .await;
+    let _ = conn.close().await;
 }
 
 /// Recovers (see [`recover`]) every unfinished move whose runner is gone and that has shown no

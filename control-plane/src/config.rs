@@ -206,6 +206,11 @@ pub struct RecorderConfig {
     /// Longest a partial batch waits for more deliveries. Default `50ms`.
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
+    /// How long a delivery being written may go unacknowledged before JetStream delivers it
+    /// again; a batch still being written is reported in progress every third of it. Applies
+    /// when the recorder's consumer is created. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -317,6 +322,10 @@ impl Config {
         rule(
             self.recorder.batch_size > 0,
             "recorder.batch_size must be positive",
+        )?;
+        rule(
+            self.recorder.ack_wait >= Duration::from_secs(1),
+            "recorder.ack_wait must be at least 1s",
         )?;
         rule(
             (1..=10_000).contains(&self.intake.record_batch_max),

@@ -60,6 +60,8 @@ pub struct Options {
     pub redis_url: Option<String>,
     /// Most delivery records the recorder writes at a time.
     pub recorder_batch: usize,
+    /// How long a delivery the recorder is writing may go unacknowledged.
+    pub recorder_ack_wait: Duration,
 }
 
 impl Default for Options {
@@ -86,6 +88,7 @@ impl Default for Options {
             job_timeout: Duration::from_secs(30),
             redis_url: None,
             recorder_batch: 256,
+            recorder_ack_wait: Duration::from_secs(30),
         }
     }
 }
@@ -301,6 +304,7 @@ fn cp_config(
     c.auth.jwt.signing_kid = "test-1".into();
     c.github.publish_timeout = opts.publish_timeout;
     c.recorder.batch_size = opts.recorder_batch;
+    c.recorder.ack_wait = opts.recorder_ack_wait;
     c.github.app = github_app_with(github_url, opts.token_refresh_margin);
     c.github.install.app_slug = APP_SLUG.into();
     c.github.install.web_url = github_url.to_owned();

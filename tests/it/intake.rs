@@ -413,6 +413,95 @@ async fn full_messages_are_written_a_few_records_at_a_time_and_a_bad_record_spoi
     .await;
 }
 
+/// A write that stalls for several ack waits (the shard's `delivery` table locked) does not
+/// have its message delivered again meanwhile: the recorder reports the batch in progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_write_keeps_its_message_and_is_not_delivered_again() {
+    use sqlx::Connection;
+    let ack_wait = Duration::from_secs(2);
+    let app = TestApp::spawn_with(Options {
+        recorder_ack_wait: ack_wait,
+        ..Options::default()
+    })
+    .await;
+    let org = app.create_org(US).await["id"].as_i64().unwrap();
+    let state = &app.regions[US].state;
+    let shard = state.shards.route(OrgId(org)).unwrap().name;
+    let subject = state
+        .nats
+        .names
+        .deliveries_subject(&Region::new(US).unwrap(), Some(&shard));
+    let id = new_delivery();
+    let mut rec: DeliveryRecord = serde_json::from_slice(&record(&id)).unwrap();
+    rec.org_id = Some(OrgId(org));
+    let body = encode_batch([serde_json::to_vec(&rec).unwrap().as_slice()]);
+
+    let mut blocker = app.regions[US].shard.acquire().await.unwrap().detach();
+    let mut tx = blocker.begin().await.unwrap();
+    sqlx::query("lock table delivery in access exclusive mode")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    state
+        .nats
+        .js
+        .publish(subject, body.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let stream = state
+        .nats
+        .names
+        .deliveries_stream(&Region::new(US).unwrap());
+    let info = || async {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = state
+            .nats
+            .js
+            .get_consumer_from_stream(protocol::subjects::RECORDER_CONSUMER, &stream)
+            .await
+            .unwrap();
+        consumer.info().await.unwrap().clone()
+    };
+    wait_for(
+        "the recorder to take the message",
+        Duration::from_secs(20),
+        || async { (info().await.num_ack_pending == 1).then_some(()) },
+    )
+    .await;
+    // Three ack waits with the write blocked.
+    tokio::time::sleep(ack_wait * 3).await;
+    let during = info().await;
+    tx.rollback().await.unwrap();
+    blocker.close().await.unwrap();
+
+    let recorded = wait_for(
+        "the delivery to be written",
+        Duration::from_secs(20),
+        || async {
+            let n: i64 = sqlx::query_scalar("select count(*) from delivery where delivery_id = $1")
+                .bind(&id)
+                .fetch_one(&app.regions[US].shard)
+                .await
+                .unwrap();
+            (n > 0).then_some(n)
+        },
+    )
+    .await;
+    assert_eq!(recorded, 1);
+    let after = wait_for("the recorder's ack", Duration::from_secs(20), || async {
+        let i = info().await;
+        (i.num_ack_pending == 0).then_some(i)
+    })
+    .await;
+    assert_eq!(
+        (during.num_redelivered, during.delivered.consumer_sequence),
+        (0, 1),
+        "delivered once while the write was blocked: {during:?}"
+    );
+    assert_eq!(after.delivered.consumer_sequence, 1, "{after:?}");
+}
+
 /// Intake reads every one of GitHub's example payloads exactly as serde_json reads it: the
 /// same facts for the rules, the same target for the jobs, the same installation and
 /// repositories for the lifecycle.

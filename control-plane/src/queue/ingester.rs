@@ -27,6 +27,8 @@ use crate::state::AppState;
 const BATCH: usize = 500;
 /// Longest a partial batch waits for more events.
 const MAX_WAIT: Duration = Duration::from_millis(50);
+/// How long an event being written may go unacknowledged before it is delivered again.
+const ACK_WAIT: Duration = Duration::from_secs(30);
 
 /// Runs until `shutdown`; reconnects with backoff when the stream fails.
 pub async fn run(state: AppState, shutdown: CancellationToken) {
@@ -37,6 +39,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
         description: "Writes usage events to the shards",
         batch: BATCH,
         max_wait: MAX_WAIT,
+        ack_wait: ACK_WAIT,
     };
     super::run_batches(state, shutdown, spec, |s, msgs| async move {
         ingest(&s, msgs).await;

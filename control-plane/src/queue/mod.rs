@@ -9,8 +9,9 @@ pub mod records;
 use std::future::Future;
 use std::time::Duration;
 
-use async_nats::jetstream::Message;
+use async_nats::Subject;
 use async_nats::jetstream::consumer::{AckPolicy, pull};
+use async_nats::jetstream::{AckKind, Message};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +30,11 @@ pub struct Batches {
     /// Longest a partial batch waits for more messages once its first has arrived: under load
     /// batches fill up (fewer, larger transactions); when idle a message waits at most this.
     pub max_wait: Duration,
+    /// How long JetStream waits for a delivered message's acknowledgement before delivering
+    /// it again. While `handle` works on a batch, its messages are reported in progress every
+    /// third of this, so a slow write (a shard that stalls) does not have them redelivered
+    /// meanwhile.
+    pub ack_wait: Duration,
 }
 
 /// Hands `handle` the consumer's messages in batches until `shutdown`; reconnects with
@@ -82,7 +88,7 @@ where
                 durable_name: Some(spec.durable.to_owned()),
                 description: Some(spec.description.to_owned()),
                 ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
+                ack_wait: spec.ack_wait,
                 max_deliver: -1,
                 max_ack_pending: 20_000,
                 ..Default::default()
@@ -128,10 +134,38 @@ where
             }
         }
         if !ok.is_empty() {
-            handle(state.clone(), ok).await;
+            let replies: Vec<Subject> = ok.iter().filter_map(|m| m.reply.clone()).collect();
+            let work = handle(state.clone(), ok);
+            tokio::pin!(work);
+            let every = spec.ack_wait / 3;
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = &mut work => break,
+                    _ = tick.tick() => in_progress(state, spec, &replies).await,
+                }
+            }
         }
         if let Some(e) = failure {
             return Err(e);
+        }
+    }
+}
+
+/// Tells JetStream that the messages answered at `replies` are still being worked on, which
+/// restarts their ack wait.
+async fn in_progress(state: &AppState, spec: &Batches, replies: &[Subject]) {
+    tracing::debug!(
+        messages = replies.len(),
+        "{}: batch still in progress",
+        spec.what
+    );
+    for reply in replies {
+        let progress: bytes::Bytes = AckKind::Progress.into();
+        if let Err(e) = state.nats.client.publish(reply.clone(), progress).await {
+            tracing::warn!(error = %e, "{}: cannot report a batch in progress", spec.what);
+            return;
         }
     }
 }

@@ -32,6 +32,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
         description: "Writes accepted deliveries and their jobs to the shards",
         batch: state.config.recorder.batch_size,
         max_wait: state.config.recorder.max_wait,
+        ack_wait: state.config.recorder.ack_wait,
     };
     super::run_batches(state, shutdown, spec, |s, msgs| async move {
         record(&s, msgs).await;

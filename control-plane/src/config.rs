@@ -422,6 +422,15 @@ mod tests {
     }
 
     #[test]
+    fn a_recorder_ack_wait_under_a_second_is_refused() {
+        let mut cfg = defaults();
+        assert_eq!(cfg.recorder.ack_wait, Duration::from_secs(30));
+        cfg.recorder.ack_wait = Duration::from_millis(900);
+        let e = cfg.validate().unwrap_err();
+        assert!(e.to_string().contains("recorder.ack_wait"), "{e}");
+    }
+
+    #[test]
     fn secrets_are_redacted_when_printed() {
         let mut cfg = defaults();
         cfg.auth.operator_tokens = vec![SecretString::from("operator-token-operator-token")];

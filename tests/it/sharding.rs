@@ -651,6 +651,57 @@ async fn a_move_whose_runner_died_is_rolled_back_by_recover_and_the_range_can_mo
     assert_eq!(range_owner(&app, org).await, "us-east-1-1");
 }
 
+/// A runner that lost its lock while verifying (its session ended, and a recovery ended the
+/// move meanwhile) must not switch the ranges when it gets to them: the switch re-reads the
+/// move's phase in its own transaction and refuses an ended move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_ended_by_another_process_before_its_switch_does_not_switch() {
+    use control_plane::sharding::moves;
+    let (app, org, planned) = a_planned_move().await;
+    let catalog = app.catalog.clone();
+    let id = planned.id.clone();
+    let ended_by_other = std::sync::atomic::AtomicBool::new(false);
+    let progress = |s: &moves::MoveStatus| {
+        if s.phase == "verifying" && !ended_by_other.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            // What a recovery that took the move over writes when it is done.
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(async {
+                    sqlx::query(
+                        "update shard_move set phase = 'failed', finished_at = now() where id = $1",
+                    )
+                    .bind(&id)
+                    .execute(&catalog)
+                    .await
+                    .unwrap();
+                });
+            });
+        }
+    };
+    let ended = moves::run(&app.catalog, &planned.id, &progress)
+        .await
+        .unwrap();
+    assert!(
+        ended_by_other.load(std::sync::atomic::Ordering::SeqCst),
+        "reached verifying"
+    );
+    assert_eq!(ended.phase, "failed", "{ended:?}");
+    assert!(
+        ended
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("already ended"),
+        "{ended:?}"
+    );
+    assert_eq!(range_owner(&app, org).await, "us-east-1-0");
+    // The org is served from where it was.
+    let r = app
+        .get(US, &format!("/v1/orgs/{org}"), OPERATOR_TOKEN)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_move_whose_runner_died_is_rolled_back_by_the_control_plane_on_its_own() {
     use control_plane::sharding::moves::{self, MoveError};

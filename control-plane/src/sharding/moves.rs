@@ -1033,8 +1033,24 @@ async fn same_schema(src: &PgPool, dst: &PgPool) -> Result<(), MoveError> {
 /// Gives `[start, end)` to the target in the catalog: the range holding it is split in up to
 /// three, each keeping the ids already handed out.
 async fn switch_ranges(runner: &mut PgConnection, mv: &MoveStatus) -> Result<(), MoveError> {
-    let (a, b) = (mv.start, mv.end);
     let mut tx = runner.begin().await?;
+    match switch_in(&mut tx, mv).await {
+        Ok(()) => {
+            tx.commit().await?;
+            Ok(())
+        }
+        Err(e) => {
+            // Rolled back now: a dropped transaction is rolled back only when its connection
+            // is next used, and until then its row lock on the move would block the runner's
+            // own update of it.
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+async fn switch_in(tx: &mut PgConnection, mv: &MoveStatus) -> Result<(), MoveError> {
+    let (a, b) = (mv.start, mv.end);
     // A move that another process has ended (recovered) stays ended.
     let phase: String = sqlx::query_scalar("select phase from shard_move where id = $1 for update")
         .bind(&mv.id)
@@ -1081,7 +1097,6 @@ async fn switch_ranges(runner: &mut PgConnection, mv: &MoveStatus) -> Result<(),
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 

@@ -14,6 +14,35 @@ use switchyard_tests::env::TestEnv;
 
 use crate::helpers::*;
 
+/// A new org of `app` in us-east-1, and the subject its delivery records are published on.
+async fn org_and_its_deliveries_subject(app: &TestApp) -> (i64, String) {
+    let org = app.create_org(US).await["id"].as_i64().unwrap();
+    let state = &app.regions[US].state;
+    let shard = state.shards.route(OrgId(org)).unwrap().name;
+    let subject = state
+        .nats
+        .names
+        .deliveries_subject(&Region::new(US).unwrap(), Some(&shard));
+    (org, subject)
+}
+
+/// The us-east-1 recorder's consumer, as JetStream reports it now.
+async fn recorder_info(
+    state: &control_plane::state::AppState,
+) -> async_nats::jetstream::consumer::Info {
+    let stream = state
+        .nats
+        .names
+        .deliveries_stream(&Region::new(US).unwrap());
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = state
+        .nats
+        .js
+        .get_consumer_from_stream(protocol::subjects::RECORDER_CONSUMER, &stream)
+        .await
+        .unwrap();
+    consumer.info().await.unwrap().clone()
+}
+
 /// A NATS namespace of its own with a region's streams, and nothing consuming them.
 async fn streams() -> (Nats, Region) {
     let cfg = NatsConfig {
@@ -327,13 +356,8 @@ async fn full_messages_are_written_a_few_records_at_a_time_and_a_bad_record_spoi
         ..Options::default()
     })
     .await;
-    let org = app.create_org(US).await["id"].as_i64().unwrap();
+    let (org, subject) = org_and_its_deliveries_subject(&app).await;
     let state = &app.regions[US].state;
-    let shard = state.shards.route(OrgId(org)).unwrap().name;
-    let subject = state
-        .nats
-        .names
-        .deliveries_subject(&Region::new(US).unwrap(), Some(&shard));
     let record = |id: &str| {
         let mut rec: DeliveryRecord = serde_json::from_slice(&record(id)).unwrap();
         rec.org_id = Some(OrgId(org));
@@ -396,18 +420,8 @@ async fn full_messages_are_written_a_few_records_at_a_time_and_a_bad_record_spoi
         "the dropped element is counted"
     );
     // Every message was settled: nothing waits for redelivery.
-    let stream = state
-        .nats
-        .names
-        .deliveries_stream(&Region::new(US).unwrap());
     wait_for("the recorder's acks", Duration::from_secs(20), || async {
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer = state
-            .nats
-            .js
-            .get_consumer_from_stream(protocol::subjects::RECORDER_CONSUMER, &stream)
-            .await
-            .unwrap();
-        let info = consumer.info().await.unwrap();
+        let info = recorder_info(state).await;
         (info.num_ack_pending == 0 && info.num_pending == 0).then_some(())
     })
     .await;
@@ -424,13 +438,8 @@ async fn a_stalled_write_keeps_its_message_and_is_not_delivered_again() {
         ..Options::default()
     })
     .await;
-    let org = app.create_org(US).await["id"].as_i64().unwrap();
+    let (org, subject) = org_and_its_deliveries_subject(&app).await;
     let state = &app.regions[US].state;
-    let shard = state.shards.route(OrgId(org)).unwrap().name;
-    let subject = state
-        .nats
-        .names
-        .deliveries_subject(&Region::new(US).unwrap(), Some(&shard));
     let id = new_delivery();
     let mut rec: DeliveryRecord = serde_json::from_slice(&record(&id)).unwrap();
     rec.org_id = Some(OrgId(org));
@@ -450,19 +459,7 @@ async fn a_stalled_write_keeps_its_message_and_is_not_delivered_again() {
         .unwrap()
         .await
         .unwrap();
-    let stream = state
-        .nats
-        .names
-        .deliveries_stream(&Region::new(US).unwrap());
-    let info = || async {
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer = state
-            .nats
-            .js
-            .get_consumer_from_stream(protocol::subjects::RECORDER_CONSUMER, &stream)
-            .await
-            .unwrap();
-        consumer.info().await.unwrap().clone()
-    };
+    let info = || recorder_info(state);
     wait_for(
         "the recorder to take the message",
         Duration::from_secs(20),

@@ -326,29 +326,16 @@ async fn malformed_input_is_a_problem_document() {
         .unwrap();
     assert_eq!(r.status(), 400);
     // A signed webhook whose body is JSON but not an object.
-    let delivery = new_delivery();
-    let body = b"[]".to_vec();
     let r = app
-        .http
-        .post(app.url(US, "/webhooks/github"))
-        .header("x-github-event", "issues")
-        .header("x-github-delivery", &delivery)
-        .header(
-            "x-hub-signature-256",
-            control_plane::intake::signature::sign(WEBHOOK_SECRET, &body),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(r.headers()["content-type"], "application/problem+json");
-    let problem: serde_json::Value = r.json().await.unwrap();
+        .send_webhook(US, "issues", &new_delivery(), &json!([]))
+        .await;
+    r.assert_problem(400);
     assert!(
-        problem["detail"]
+        r.body["detail"]
             .as_str()
             .is_some_and(|d| d.contains("JSON object")),
-        "{problem}"
+        "{}",
+        r.body
     );
     // Missing delivery header.
     let payload = serde_json::to_vec(&json!({})).unwrap();

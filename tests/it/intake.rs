@@ -466,9 +466,34 @@ async fn a_stalled_write_keeps_its_message_and_is_not_delivered_again() {
         || async { (info().await.num_ack_pending == 1).then_some(()) },
     )
     .await;
-    // Three ack waits with the write blocked.
-    tokio::time::sleep(ack_wait * 3).await;
-    let during = info().await;
+    wait_for(
+        "the recorder's write to wait for the lock",
+        Duration::from_secs(20),
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "select count(*) from pg_locks
+                  where not granted and relation = 'delivery'::regclass
+                    and database = (select oid from pg_database where datname = current_database())",
+            )
+            .fetch_one(&app.regions[US].shard)
+            .await
+            .unwrap();
+            (waiting > 0).then_some(())
+        },
+    )
+    .await;
+    // The write stays blocked for three ack waits; the message must not go out again meanwhile.
+    let blocked = std::time::Instant::now();
+    let during = wait_for(
+        "the message to stay out for three ack waits",
+        ack_wait * 3 + Duration::from_secs(20),
+        || async {
+            let i = info().await;
+            assert_eq!(i.delivered.consumer_sequence, 1, "delivered again: {i:?}");
+            (blocked.elapsed() >= ack_wait * 3).then_some(i)
+        },
+    )
+    .await;
     tx.rollback().await.unwrap();
     blocker.close().await.unwrap();
 

@@ -201,6 +201,12 @@ impl IntoResponse for Error {
             Error::Unauthorized(_) => {
                 h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
+            // The refused body is left unread, so the server closes the connection after
+            // this response; saying so keeps a client from sending its next request on a
+            // connection that is about to close.
+            Error::PayloadTooLarge { .. } => {
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             _ => {}
         }
         resp
@@ -312,6 +318,15 @@ mod tests {
         assert_eq!(resp.headers()["ratelimit-limit"], "10");
         assert_eq!(resp.headers()["ratelimit-reset"], "6");
         assert_eq!(resp.headers()["ratelimit-policy"], "10;w=60");
+    }
+
+    #[test]
+    fn a_refused_body_closes_the_connection() {
+        let resp = Error::PayloadTooLarge { limit: 1024 }.into_response();
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(resp.headers()[header::CONNECTION], "close");
+        let resp = Error::BadRequest("x".into()).into_response();
+        assert!(resp.headers().get(header::CONNECTION).is_none());
     }
 
     #[tokio::test]

@@ -507,6 +507,7 @@ async fn a_webhook_body_over_25_mib_is_413() {
         response.contains("Content-Type: application/problem+json"),
         "{response}"
     );
+    assert!(response.contains("Connection: close"), "{response}");
 }
 
 /// JetStream is down: intake answers 503 with Retry-After and leaves nothing behind; once it

@@ -353,9 +353,11 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
     }
     // Over the 1 MiB API body limit.
     let huge = json!({"slug": "a".repeat(2 << 20), "name": "A", "region": US, "plan": "team", "owner_email": "a@b.example"});
-    app.post(US, "/v1/orgs", OPERATOR_TOKEN, huge)
-        .await
-        .assert_problem(413);
+    let r = app.post(US, "/v1/orgs", OPERATOR_TOKEN, huge).await;
+    r.assert_problem(413);
+    // The body was left unread: the server says it closes the connection, so the
+    // client does not send the next request on it.
+    assert_eq!(r.header("connection"), Some("close"), "{:?}", r.headers);
     let after: i64 = sqlx::query_scalar("select count(*) from org")
         .fetch_one(&app.catalog)
         .await

@@ -97,7 +97,11 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(cli.threads.clamp(1, 64))
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    // The command runs as a task on the runtime's threads rather than on this one: with
+    // `block_on`'s thread apart, every hand-off between the dispatcher (or a publisher
+    // loop) and the connections' tasks would wake another thread, and the generator would
+    // take more of the cores it shares with what it measures.
+    let command = runtime.spawn(async move {
         match cli.command {
             Command::Run(cmd) => print!("{}", cli::run(&cmd).await?),
             Command::Search(cmd) => print!("{}", cli::search(&cmd).await?),
@@ -135,5 +139,10 @@ fn main() -> anyhow::Result<()> {
             }
         }
         anyhow::Ok(())
-    })
+    });
+    match runtime.block_on(command) {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(e.into()),
+    }
 }

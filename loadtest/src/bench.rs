@@ -437,6 +437,57 @@ fn load_note(runs: &[Run], cores: &str) -> String {
 }
 
 /// Where a webhook's time goes at the intake's highest passing rate: CPU or waiting.
+/// The whole machine's CPU per webhook at the intake's highest passing rate, in µs: every
+/// process counted (the load generator's too), the median of the runs.
+fn machine_us_per_webhook(runs: &[Run]) -> Option<f64> {
+    Figure::of(runs, |r| {
+        let step = r.intake.as_ref()?.best()?;
+        let cores = step.run.cpu.get(MACHINE)?.cores;
+        (step.rate > 0.0 && cores > 0.0).then(|| cores / step.rate * 1e6)
+    })
+    .median()
+}
+
+/// For each missed goal, what its rate would take of the machine at the intake's present CPU
+/// per webhook: whether more speed needs less work per webhook or only less waiting.
+fn push_goal_cost(
+    out: &mut String,
+    runs: &[Run],
+    goals: [(bool, &str, Option<f64>); 2],
+    machine_cores: f64,
+) {
+    let Some(us) = machine_us_per_webhook(runs) else {
+        return;
+    };
+    for (missed, name, rate) in goals {
+        let Some(rate) = rate.filter(|_| missed) else {
+            continue;
+        };
+        let cores = rate * us / 1e6;
+        out.push_str(&format!(
+            "- What {name} asks of the machine: {}/s at the {us:.0} µs of the whole machine's CPU \
+             per webhook the intake used at its highest passing rate (median of the runs; every \
+             process counted, the load generator's too) would keep {cores:.2} cores busy, {} the \
+             machine's {machine_cores}{}.\n",
+            thousands(rate),
+            if cores > machine_cores {
+                "more than"
+            } else {
+                "of"
+            },
+            if cores > machine_cores {
+                format!(
+                    ": it needs at most {:.0} µs per webhook, {:.0} % less, before any waiting",
+                    machine_cores / rate * 1e6,
+                    (1.0 - machine_cores / cores) * 100.0
+                )
+            } else {
+                String::new()
+            },
+        ));
+    }
+}
+
 fn push_diagnosis(out: &mut String, runs: &[Run], connections: &str, machine_cores: f64) {
     let conns: f64 = connections.parse().unwrap_or(16.0);
     let rows: Vec<(usize, &crate::search::Step)> = runs
@@ -892,7 +943,25 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
     );
     let missed = vs_js.median().is_none_or(|m| m < GOAL_JETSTREAM_SHARE)
         || vs_probot.median().is_none_or(|m| m < GOAL_PROBOT_MULTIPLE);
+    let machine_cores: f64 = get("cores").parse().unwrap_or(2.0);
     if missed {
+        push_goal_cost(
+            &mut out,
+            &runs,
+            [
+                (
+                    vs_js.median().is_some_and(|m| m < GOAL_JETSTREAM_SHARE),
+                    "the JetStream share",
+                    js_pipe.median().map(|r| r * GOAL_JETSTREAM_SHARE),
+                ),
+                (
+                    vs_probot.median().is_some_and(|m| m < GOAL_PROBOT_MULTIPLE),
+                    "the Probot multiple",
+                    probot.median().map(|r| r * GOAL_PROBOT_MULTIPLE),
+                ),
+            ],
+            machine_cores,
+        );
         out.push_str(
             "- Where the intake falls short, [Where the intake's time goes](#where-the-intakes-time-goes) \
              shows what its CPU is spent on.\n",
@@ -1077,7 +1146,6 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
     }
     out.push('\n');
 
-    let machine_cores: f64 = get("cores").parse().unwrap_or(2.0);
     push_diagnosis(&mut out, &runs, get("connections"), machine_cores);
     push_profile(&mut out, dir, &commands, machine_cores);
     Ok(out)
@@ -1086,6 +1154,191 @@ pub fn render(dir: &Path) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jetstream::Phase;
+    use crate::procstat::CpuUse;
+    use crate::schedule::ScheduleInfo;
+    use crate::search::{Criteria, Step};
+    use crate::stats::Summary;
+
+    /// A run's report at `rate` per second whose processes used `cpu` cores.
+    fn run_at(rate: f64, cpu: &[(&str, f64)]) -> RunReport {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "small positive test rates"
+        )]
+        let n = (rate * 3.0) as u64;
+        RunReport {
+            scenario: "webhooks".into(),
+            target: "http://127.0.0.1:1".into(),
+            connections: 16,
+            schedule: ScheduleInfo {
+                description: format!("constant {rate}/s for 3s"),
+                planned_requests: n,
+                planned_duration_s: 3.0,
+                mean_rate: rate,
+                truncated: false,
+            },
+            sent: n,
+            ok: n,
+            errors: 0,
+            unfinished: 0,
+            statuses: BTreeMap::from([("202".to_owned(), n)]),
+            transport_errors: BTreeMap::new(),
+            elapsed_s: 3.0,
+            throughput_rps: rate,
+            latency: Summary {
+                count: n,
+                p50_ms: 2.0,
+                p90_ms: 5.0,
+                p99_ms: 20.0,
+                p999_ms: 30.0,
+                max_ms: 40.0,
+                mean_ms: 3.0,
+            },
+            by_kind: BTreeMap::new(),
+            jobs: 0,
+            dispatch_lag_max_ms: 0.1,
+            stream_checks: Vec::new(),
+            cpu: cpu
+                .iter()
+                .map(|(name, cores)| {
+                    (
+                        (*name).to_owned(),
+                        CpuUse {
+                            cpu_s: cores * 3.0,
+                            cores: *cores,
+                        },
+                    )
+                })
+                .collect(),
+            server: None,
+            stopped_early: false,
+        }
+    }
+
+    /// A search whose highest passing rate is `rate`, its step using `cpu`.
+    fn search_to(rate: f64, cpu: &[(&str, f64)]) -> SearchReport {
+        let fail = rate * 1.05;
+        SearchReport {
+            scenario: "webhooks".into(),
+            target: "http://127.0.0.1:1".into(),
+            connections: 16,
+            criteria: Criteria {
+                p99_ms: 50.0,
+                step_s: 3.0,
+                min_delivered: 0.99,
+                no_errors: true,
+                streams_checked: true,
+            },
+            steps: vec![
+                Step {
+                    rate,
+                    pass: true,
+                    retry: false,
+                    why: String::new(),
+                    run: run_at(rate, cpu),
+                },
+                Step {
+                    rate: fail,
+                    pass: false,
+                    retry: false,
+                    why: "p99 over 50 ms".into(),
+                    run: run_at(fail, cpu),
+                },
+            ],
+            max_rate: Some(rate),
+            first_failure: Some(fail),
+            capped: false,
+        }
+    }
+
+    fn jetstream_at(pipelined: f64, serial: f64) -> JetstreamReport {
+        let phase = |mode: &str, in_flight, rate| Phase {
+            mode: mode.into(),
+            in_flight,
+            acked: 1000,
+            errors: 0,
+            elapsed_s: 1.0,
+            rate,
+            mb_per_s: rate * 0.012,
+            ack_latency: Summary::default(),
+        };
+        JetstreamReport {
+            server: "nats://127.0.0.1:1".into(),
+            payload_bytes: 12 * 1024,
+            stream_settings: "file".into(),
+            pipelined: phase("pipelined", 256, pipelined),
+            serial: phase("serial", 1, serial),
+        }
+    }
+
+    #[test]
+    fn a_report_states_each_figure_its_goals_and_what_a_missed_one_asks_of_the_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("meta.tsv"),
+            "date\t2026-01-01 00:00 UTC\ncommit\tabc1234\ncores\t2\nconnections\t16\n",
+        )
+        .unwrap();
+        // Intake 12,000/s in the middle run: 0.30 of JetStream (missed), 3× Probot (met).
+        for (n, intake, js, probot) in [
+            (1, 11_000.0, 40_000.0, 4_000.0),
+            (2, 12_000.0, 40_000.0, 4_000.0),
+            (3, 13_000.0, 44_000.0, 4_400.0),
+        ] {
+            let run = dir.path().join(format!("run-{n}"));
+            std::fs::create_dir(&run).unwrap();
+            let write = |name: &str, value: serde_json::Value| {
+                std::fs::write(run.join(name), value.to_string()).unwrap();
+            };
+            // The whole machine at 1.5 cores: 136, 125 and 115 µs per webhook.
+            let cpu = [("control-plane", 0.7), ("loadtest", 0.3), (MACHINE, 1.5)];
+            write(
+                "intake.json",
+                serde_json::to_value(search_to(intake, &cpu)).unwrap(),
+            );
+            write(
+                "probot.json",
+                serde_json::to_value(search_to(probot, &[("probot", 0.9)])).unwrap(),
+            );
+            write(
+                "jetstream.json",
+                serde_json::to_value(jetstream_at(js, js / 4.0)).unwrap(),
+            );
+        }
+        let md = render(dir.path()).unwrap();
+        assert!(md.contains("at commit abc1234"), "{md}");
+        assert!(
+            md.contains("| **12,000/s** | 11,000/s / 12,000/s / 13,000/s | 17 % |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "Intake at least 50 % of the pipelined JetStream ceiling: **missed** (median 0.30)"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("Intake at least 2.5× the Probot peer: **met** (median 2.95×)"),
+            "{md}"
+        );
+        // Half of the median ceiling (40,000/s) at the median 125 µs: 2.50 cores of 2.
+        assert!(
+            md.contains(
+                "What the JetStream share asks of the machine: 20,000/s at the 125 µs of the whole machine's CPU per webhook"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("would keep 2.50 cores busy, more than the machine's 2: it needs at most 100 µs per webhook, 20 % less"),
+            "{md}"
+        );
+        // A goal that was met asks nothing.
+        assert!(!md.contains("What the Probot multiple asks"), "{md}");
+        // Measurements that were not run are shown as such, not as zero.
+        assert!(md.contains("| Org API reads: errors | **—** |"), "{md}");
+    }
 
     #[test]
     fn medians_and_spreads_of_three_runs() {

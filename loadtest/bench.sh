@@ -279,6 +279,9 @@ meta cp-threads "$CP_THREADS"
 meta api-rate "$API_RATE"
 meta runs "$RUNS"
 meta examples "$EXAMPLES"
+# How fast the host is today, so that runs of different days can be compared (the same commit
+# measures markedly slower on a busy shared host); again after the runs.
+meta calibration-before "$("$LT" calibrate | tr -d '\n')"
 
 # Commands as written down: paths relative to the repository, process ids by name.
 placeholders() {
@@ -327,6 +330,7 @@ for run in $(seq 1 "$RUNS"); do
     "${WATCH_CP[@]}" "${VERIFY[@]}"
 done
 meta loadavg-after "$(cut -d' ' -f1-3 /proc/loadavg)"
+meta calibration-after "$("$LT" calibrate | tr -d '\n')"
 
 # ---------------------------------------------------------------- where the intake's time goes
 

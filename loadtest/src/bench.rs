@@ -318,6 +318,18 @@ fn push_machine(out: &mut String, meta: &BTreeMap<String, String>) {
             busy => busy,
         }
     ));
+    if let (Some(before), Some(after)) = (
+        meta.get("calibration-before"),
+        meta.get("calibration-after"),
+    ) {
+        out.push_str(&format!(
+            "- How fast the host was (`loadtest calibrate`: one HMAC-SHA256 of a webhook-sized \
+             body on one core, and one round trip of a byte over loopback TCP between two \
+             threads, each the mean over 1 s): before the runs {before}; after them {after}. \
+             The same commit measures lower on a host that is slower at these; compare \
+             benchmarks of different days by them first.\n"
+        ));
+    }
     out.push_str(
         "- The load generator (one thread), the server under test and its dependencies (NATS, \
          PostgreSQL, Redis) share these cores: every rate here is what the whole system does on \
@@ -1276,7 +1288,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("meta.tsv"),
-            "date\t2026-01-01 00:00 UTC\ncommit\tabc1234\ncores\t2\nconnections\t16\n",
+            "date\t2026-01-01 00:00 UTC\ncommit\tabc1234\ncores\t2\nconnections\t16\n\
+             calibration-before\tHMAC-SHA256 of 10 KB 9.00 µs; loopback TCP round trip 20.0 µs\n\
+             calibration-after\tHMAC-SHA256 of 10 KB 9.50 µs; loopback TCP round trip 21.0 µs\n",
         )
         .unwrap();
         // Intake 12,000/s in the middle run: 0.30 of JetStream (missed), 3× Probot (met).
@@ -1307,6 +1321,13 @@ mod tests {
         }
         let md = render(dir.path()).unwrap();
         assert!(md.contains("at commit abc1234"), "{md}");
+        assert!(
+            md.contains(
+                "before the runs HMAC-SHA256 of 10 KB 9.00 µs; loopback TCP round trip 20.0 µs; \
+                 after them HMAC-SHA256 of 10 KB 9.50 µs; loopback TCP round trip 21.0 µs."
+            ),
+            "{md}"
+        );
         assert!(
             md.contains("| **12,000/s** | 11,000/s / 12,000/s / 13,000/s | 17 % |"),
             "{md}"

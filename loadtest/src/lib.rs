@@ -14,12 +14,14 @@
 //! metrics      the control plane's own timings of a run, from its Prometheus metrics
 //! procstat     CPU used by the processes under test during a run
 //! bench        docs/benchmarks.md from the results of `make bench`
+//! calibrate    how fast the host is today: HMAC-SHA256 and a loopback TCP round trip
 //! jobs         webhook 202 → job running, and the worker's overhead per job
 //! shardmap     the shard map on a real catalog: load time, route cost per lookup
 //! sections     the workers, tenancy and shards sections of docs/benchmarks.md
 //! ```
 
 pub mod bench;
+pub mod calibrate;
 pub mod cli;
 pub mod engine;
 pub mod jetstream;

@@ -43,6 +43,15 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// How fast this host is now: one HMAC-SHA256 of a webhook-sized body, and one loopback
+    /// TCP round trip (`make bench` records both before and after its runs).
+    Calibrate {
+        /// How long each of the two measurements takes.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        each: Duration,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Serve the no-op handler (202 to any POST) the way Switchyard serves, for its ceiling.
     NoopServer {
         /// Address to listen on (loopback only).
@@ -107,6 +116,13 @@ fn main() -> anyhow::Result<()> {
             Command::Search(cmd) => print!("{}", cli::search(&cmd).await?),
             Command::Jetstream { args, output } => {
                 let report = jetstream::measure(&args).await?;
+                print!("{}", output.render(&report, || report.human())?);
+            }
+            Command::Calibrate { each, output } => {
+                let each = each.min(Duration::from_secs(60));
+                let report =
+                    tokio::task::spawn_blocking(move || loadtest::calibrate::measure(each))
+                        .await??;
                 print!("{}", output.render(&report, || report.human())?);
             }
             Command::NoopServer { listen, lifetime } => {

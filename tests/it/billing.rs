@@ -189,20 +189,54 @@ async fn usage_is_metered_once_rolled_up_and_reported_as_json_and_csv() {
         rows
     };
     let before = rollup().await;
+    // The events: usage_event rows, and the delivery rows for webhook deliveries (one each).
     let from_events: Vec<(String, String, i64)> = sqlx::query_as(
-        "select metric, coalesce(repo, ''), sum(quantity)::bigint from usage_event
-         where org_id = $1 group by 1, 2 order by 1, 2",
+        "select metric, repo, sum(quantity)::bigint from (
+             select metric, coalesce(repo, '') as repo, quantity from usage_event where org_id = $1
+             union all
+             select 'webhook_deliveries', coalesce(repo, ''), 1 from delivery where org_id = $1
+         ) e group by 1, 2 order by 1, 2",
     )
     .bind(org)
     .fetch_all(shard)
     .await
     .unwrap();
     assert_eq!(before, from_events);
+    let deliveries: Vec<(String, Option<String>, DateTime<Utc>)> = sqlx::query_as(
+        "select delivery_id, repo, received_at from delivery where org_id = $1",
+    )
+    .bind(org)
+    .fetch_all(shard)
+    .await
+    .unwrap();
+    assert_eq!(deliveries.len(), 3, "one row per delivery, the only usage record of it");
+    // A recorder of the version before, during a rolling upgrade, also wrote a usage event per
+    // delivery: the readers leave it out, so the delivery still counts once.
+    let (id, repo, at) = &deliveries[0];
+    sqlx::query(
+        "insert into usage_event (org_id, event_id, metric, quantity, repo, at)
+         values ($1, 'delivery:' || $2, 'webhook_deliveries', 1, $3, $4)",
+    )
+    .bind(org)
+    .bind(id)
+    .bind(repo)
+    .bind(at)
+    .execute(shard)
+    .await
+    .unwrap();
     let db = control_plane::db::OrgDb::for_org(&app.regions[US].state.shards, OrgId(org)).unwrap();
     control_plane::db::usage::rebuild(&db, today.pred_opt().unwrap(), today.succ_opt().unwrap())
         .await
         .unwrap();
     assert_eq!(rollup().await, before);
+    let hourly_again = report(
+        &app,
+        org,
+        &owner,
+        &format!("?granularity=hour&from={today}"),
+    )
+    .await;
+    assert_eq!(hourly_again, hourly);
 
     // CSV.
     let r = app

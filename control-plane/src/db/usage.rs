@@ -5,6 +5,12 @@
 //! equals the sum of its events, and recomputing it from the events ([`rebuild`]) changes
 //! nothing. A transaction-scoped advisory lock per org keeps a rebuild and new events of the
 //! same org from interleaving.
+//!
+//! The events of `webhook_deliveries` are the `delivery` rows themselves, one per delivery
+//! with quantity 1 at its `received_at` (see [`super::deliveries`]); what reads the events
+//! reads them there. `usage_event` rows of that metric with a `delivery:` id are what control
+//! planes before that wrote (and migration `0008` deleted): they are left out, so that a
+//! recorder of the old version during a rolling upgrade cannot make a delivery count twice.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -114,7 +120,7 @@ async fn add_to_rollup(
 /// One statement for all the orgs of a batch: a batch of the ingester touches about as many
 /// orgs as it has events, and a round trip per org made locking most of the write's cost
 /// (docs/benchmarks.md, "Billing").
-async fn lock_orgs(conn: &mut PgConnection, orgs: BTreeSet<i64>) -> Result<(), sqlx::Error> {
+pub(super) async fn lock_orgs(conn: &mut PgConnection, orgs: BTreeSet<i64>) -> Result<(), sqlx::Error> {
     if orgs.is_empty() {
         return Ok(());
     }
@@ -139,12 +145,21 @@ async fn rollup(
     let (o, d): (Vec<i64>, Vec<NaiveDate>) = days.iter().copied().unzip();
     sqlx::query!(
         r#"with t as (select * from unnest($1::bigint[], $2::date[]) as t(org_id, day)),
-           sums as (
-               select e.org_id, t.day, e.metric, coalesce(e.repo, '') as repo, sum(e.quantity)::bigint as quantity
+           events as (
+               select e.org_id, t.day, e.metric, coalesce(e.repo, '') as repo, e.quantity
                from t join usage_event e on e.org_id = t.org_id
                     and e.at >= t.day::timestamp at time zone 'UTC'
                     and e.at < (t.day + 1)::timestamp at time zone 'UTC'
-               group by e.org_id, t.day, e.metric, coalesce(e.repo, '')
+               where not (e.metric = 'webhook_deliveries' and e.event_id like 'delivery:%')
+               union all
+               select d.org_id, t.day, 'webhook_deliveries', coalesce(d.repo, ''), 1
+               from t join delivery d on d.org_id = t.org_id
+                    and d.received_at >= t.day::timestamp at time zone 'UTC'
+                    and d.received_at < (t.day + 1)::timestamp at time zone 'UTC'
+           ),
+           sums as (
+               select org_id, day, metric, repo, sum(quantity)::bigint as quantity
+               from events group by org_id, day, metric, repo
            ),
            gone as (
                delete from usage_daily d using t
@@ -219,8 +234,8 @@ pub async fn daily(
         .collect())
 }
 
-/// The org's usage in `[from, to)` per hour (from the events), by metric, or by metric and
-/// repository.
+/// The org's usage in `[from, to)` per hour (from the events, webhook deliveries from their
+/// `delivery` rows), by metric, or by metric and repository.
 pub async fn hourly(
     db: &OrgDb,
     from: DateTime<Utc>,
@@ -228,11 +243,18 @@ pub async fn hourly(
     by_repo: bool,
 ) -> Result<Vec<UsageRow>, sqlx::Error> {
     let rows = sqlx::query!(
-        r#"select date_trunc('hour', at, 'UTC') as "hour!", metric as "metric!",
+        r#"with events as (
+               select at, metric, repo, quantity from usage_event
+               where org_id = $1 and at >= $2 and at < $3
+                 and not (metric = 'webhook_deliveries' and event_id like 'delivery:%')
+               union all
+               select received_at, 'webhook_deliveries', repo, 1 from delivery
+               where org_id = $1 and received_at >= $2 and received_at < $3
+           )
+           select date_trunc('hour', at, 'UTC') as "hour!", metric as "metric!",
                   case when $4 then coalesce(repo, '') else null end as repo,
                   sum(quantity)::bigint as "quantity!"
-           from usage_event
-           where org_id = $1 and at >= $2 and at < $3
+           from events
            group by 1, 2, 3
            order by 1, 2, 3 nulls first"#,
         db.org().0,

@@ -16,7 +16,6 @@ use protocol::JobSpec;
 use protocol::delivery::{DeliveryRecord, decode_records};
 use protocol::service::jobstore;
 use protocol::subjects::RECORDER_CONSUMER;
-use protocol::usage::{Metric, UsageEvent};
 use tokio_util::sync::CancellationToken;
 
 use crate::db;
@@ -161,23 +160,8 @@ async fn write_shard(
 ) -> Result<(), sqlx::Error> {
     let recs: Vec<&DeliveryRecord> = items.iter().map(|(_, r)| r).collect();
     let mut tx = shard.pool().begin().await?;
+    // Each delivery accepted for an org is metered once, by its row.
     db::deliveries::insert_many(&mut tx, &recs).await?;
-    // Each delivery accepted for an org is metered once, with the delivery.
-    let usage: Vec<UsageEvent> = recs
-        .iter()
-        .filter_map(|r| {
-            Some(UsageEvent {
-                event_id: format!("delivery:{}", r.delivery_id.as_ref()),
-                org_id: r.org_id?,
-                metric: Metric::WebhookDeliveries,
-                quantity: 1,
-                repo: r.repo.clone(),
-                job_id: None,
-                at: r.received_at,
-            })
-        })
-        .collect();
-    db::usage::record(&mut tx, &usage.iter().collect::<Vec<_>>()).await?;
     let jobs: Vec<&JobSpec> = recs.iter().flat_map(|r| &r.jobs).collect();
     jobstore::insert_queued_if_absent(&mut tx, &jobs).await?;
     tx.commit().await

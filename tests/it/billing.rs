@@ -202,14 +202,17 @@ async fn usage_is_metered_once_rolled_up_and_reported_as_json_and_csv() {
     .await
     .unwrap();
     assert_eq!(before, from_events);
-    let deliveries: Vec<(String, Option<String>, DateTime<Utc>)> = sqlx::query_as(
-        "select delivery_id, repo, received_at from delivery where org_id = $1",
-    )
-    .bind(org)
-    .fetch_all(shard)
-    .await
-    .unwrap();
-    assert_eq!(deliveries.len(), 3, "one row per delivery, the only usage record of it");
+    let deliveries: Vec<(String, Option<String>, DateTime<Utc>)> =
+        sqlx::query_as("select delivery_id, repo, received_at from delivery where org_id = $1")
+            .bind(org)
+            .fetch_all(shard)
+            .await
+            .unwrap();
+    assert_eq!(
+        deliveries.len(),
+        3,
+        "one row per delivery, the only usage record of it"
+    );
     // A recorder of the version before, during a rolling upgrade, also wrote a usage event per
     // delivery: the readers leave it out, so the delivery still counts once.
     let (id, repo, at) = &deliveries[0];

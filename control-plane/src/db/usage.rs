@@ -120,7 +120,10 @@ async fn add_to_rollup(
 /// One statement for all the orgs of a batch: a batch of the ingester touches about as many
 /// orgs as it has events, and a round trip per org made locking most of the write's cost
 /// (docs/benchmarks.md, "Billing").
-pub(super) async fn lock_orgs(conn: &mut PgConnection, orgs: BTreeSet<i64>) -> Result<(), sqlx::Error> {
+pub(super) async fn lock_orgs(
+    conn: &mut PgConnection,
+    orgs: BTreeSet<i64>,
+) -> Result<(), sqlx::Error> {
     if orgs.is_empty() {
         return Ok(());
     }

@@ -213,6 +213,14 @@ async fn usage_is_metered_once_rolled_up_and_reported_as_json_and_csv() {
         3,
         "one row per delivery, the only usage record of it"
     );
+    let per_delivery_events: i64 = sqlx::query_scalar(
+        "select count(*) from usage_event where org_id = $1 and metric = 'webhook_deliveries'",
+    )
+    .bind(org)
+    .fetch_one(shard)
+    .await
+    .unwrap();
+    assert_eq!(per_delivery_events, 0, "no usage_event row per delivery");
     // A recorder of the version before, during a rolling upgrade, also wrote a usage event per
     // delivery: the readers leave it out, so the delivery still counts once.
     let (id, repo, at) = &deliveries[0];

@@ -18,7 +18,7 @@ use super::OrgDb;
 /// Inserts the records and meters the new ones; a delivery already recorded (a redelivery)
 /// is left as it is and not metered again. Records without an org are skipped (they belong in
 /// the catalog's unclaimed table). Takes the usage lock of the records' orgs (see
-/// [`super::usage`]) until the transaction ends. Returns the deliveries that were new.
+/// [`super::usage`]) until the transaction ends. Returns how many deliveries were new.
 pub async fn insert_many(
     conn: &mut PgConnection,
     records: &[&DeliveryRecord],

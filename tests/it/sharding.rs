@@ -761,3 +761,63 @@ async fn a_move_whose_runner_died_is_rolled_back_by_the_control_plane_on_its_own
     assert!(status.error.unwrap().contains("recover"));
     assert_eq!(range_owner(&app, org).await, "us-east-1-0");
 }
+
+/// A migration that runs longer than the pools' statement timeout (a delete from a large
+/// table, say) still completes: migrations are bounded by the migrate Job's deadline, not by
+/// the timeout meant for requests, and the pool keeps its timeout for everything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_are_not_cut_short_by_the_pools_statement_timeout() {
+    let mut app = TestApp::spawn_with(Options {
+        workers: false,
+        ..Options::default()
+    })
+    .await;
+    let url = app.create_empty_db("slow_migration").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("0001_slow.sql"),
+        "create table slow (id int); select pg_sleep(0.5);",
+    )
+    .unwrap();
+    let migrator = sqlx::migrate::Migrator::new(dir.path()).await.unwrap();
+    let options = url
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .unwrap()
+        .options([("statement_timeout", "100")]);
+    let timed = || async {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(options.clone())
+            .await
+            .unwrap()
+    };
+
+    // Run as the pools' other statements are, the migration is cancelled (its pool is closed
+    // then: the migrator leaves its lock held on a connection when a migration fails).
+    let plain = timed().await;
+    let cut = migrator.run(&plain).await;
+    assert!(
+        cut.as_ref()
+            .is_err_and(|e| e.to_string().contains("statement timeout")),
+        "{cut:?}"
+    );
+    plain.close().await;
+    let timed = timed().await;
+    control_plane::db::migrate::run(&migrator, &timed)
+        .await
+        .unwrap();
+    let applied: i64 = sqlx::query_scalar("select count(*) from _sqlx_migrations where success")
+        .fetch_one(&timed)
+        .await
+        .unwrap();
+    assert_eq!(applied, 1);
+    let timeout: String = sqlx::query_scalar("show statement_timeout")
+        .fetch_one(&timed)
+        .await
+        .unwrap();
+    assert_eq!(
+        timeout, "100ms",
+        "the pool's connections keep their timeout"
+    );
+    timed.close().await;
+}

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use protocol::delivery::DeliveryRecord;
 use protocol::subjects::Names;
 use protocol::usage::{Metric, UsageEvent, billable_seconds};
-use protocol::{OrgId, Region};
+use protocol::{DeliveryId, OrgId, Region};
 use serde_json::{Value, json};
 use switchyard_tests::env::TestEnv;
 
@@ -221,33 +222,12 @@ async fn usage_is_metered_once_rolled_up_and_reported_as_json_and_csv() {
     .await
     .unwrap();
     assert_eq!(per_delivery_events, 0, "no usage_event row per delivery");
-    // A recorder of the version before, during a rolling upgrade, also wrote a usage event per
-    // delivery: the readers leave it out, so the delivery still counts once.
-    let (id, repo, at) = &deliveries[0];
-    sqlx::query(
-        "insert into usage_event (org_id, event_id, metric, quantity, repo, at)
-         values ($1, 'delivery:' || $2, 'webhook_deliveries', 1, $3, $4)",
-    )
-    .bind(org)
-    .bind(id)
-    .bind(repo)
-    .bind(at)
-    .execute(shard)
-    .await
-    .unwrap();
+    // Rebuilding the rollup from the events changes nothing.
     let db = control_plane::db::OrgDb::for_org(&app.regions[US].state.shards, OrgId(org)).unwrap();
     control_plane::db::usage::rebuild(&db, today.pred_opt().unwrap(), today.succ_opt().unwrap())
         .await
         .unwrap();
     assert_eq!(rollup().await, before);
-    let hourly_again = report(
-        &app,
-        org,
-        &owner,
-        &format!("?granularity=hour&from={today}"),
-    )
-    .await;
-    assert_eq!(hourly_again, hourly);
 
     // CSV.
     let r = app
@@ -278,6 +258,183 @@ async fn usage_is_metered_once_rolled_up_and_reported_as_json_and_csv() {
         rows.iter().all(|r| r.len() == 4 && r[0].ends_with('Z')),
         "{text}"
     );
+}
+
+/// Records a delivery as a recorder from before shard migration 0008 did: its `delivery` row,
+/// then in the same transaction a `usage_event` row (`delivery:<id>`), added to the rollup
+/// when that row is new.
+async fn record_as_before_0008(db: &control_plane::db::OrgDb, rec: &DeliveryRecord) {
+    let org = rec.org_id.unwrap();
+    let mut tx = db.pool().begin().await.unwrap();
+    sqlx::query(
+        "insert into delivery (org_id, delivery_id, event, action, installation_id, repo, outcome,
+                               job_count, received_in, received_at)
+         values ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9)
+         on conflict (org_id, delivery_id) do nothing",
+    )
+    .bind(org.0)
+    .bind(rec.delivery_id.as_ref())
+    .bind(&rec.event)
+    .bind(&rec.action)
+    .bind(rec.installation_id.map(|i| i.0))
+    .bind(&rec.repo)
+    .bind(&rec.outcome)
+    .bind(rec.received_in.as_str())
+    .bind(rec.received_at)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let event = UsageEvent {
+        event_id: format!("delivery:{}", rec.delivery_id.as_ref()),
+        org_id: org,
+        metric: Metric::WebhookDeliveries,
+        quantity: 1,
+        repo: rec.repo.clone(),
+        job_id: None,
+        at: rec.received_at,
+    };
+    control_plane::db::usage::record(&mut tx, &[&event])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// Records a delivery as this version's recorder does.
+async fn record_now(db: &control_plane::db::OrgDb, rec: &DeliveryRecord) {
+    let mut tx = db.pool().begin().await.unwrap();
+    control_plane::db::deliveries::insert_many(&mut tx, &[rec])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// During a rolling upgrade across shard migration 0008 (and after a rollback), recorders of
+/// the version before and of this one record the same deliveries, each possibly again (a
+/// redelivered record message, a delivery redelivered from GitHub): every delivery counts once
+/// in the rollup, in the hourly report and in a rebuild, whichever version records it first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorders_of_the_version_before_0008_meter_each_delivery_once() {
+    let app = TestApp::spawn_with(Options {
+        workers: false,
+        ..Options::default()
+    })
+    .await;
+    let created = app.create_org(US).await;
+    let org = OrgId(created["id"].as_i64().unwrap());
+    let owner = created["api_key"].as_str().unwrap().to_owned();
+    let db = control_plane::db::OrgDb::for_org(&app.regions[US].state.shards, org).unwrap();
+    let now = Utc::now();
+    let record = |n: u32| DeliveryRecord {
+        delivery_id: DeliveryId(format!("{}-{n}", new_delivery())),
+        org_id: Some(org),
+        event: "issues".into(),
+        action: Some("opened".into()),
+        installation_id: None,
+        repo: Some("Codertocat/Hello-World".into()),
+        received_in: Region::new(US).unwrap(),
+        received_at: now,
+        outcome: "ignored".into(),
+        jobs: Vec::new(),
+    };
+    let counted = || async {
+        let n: Option<i64> = sqlx::query_scalar(
+            "select sum(quantity)::bigint from usage_daily
+             where org_id = $1 and metric = 'webhook_deliveries'",
+        )
+        .bind(org.0)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        n.unwrap_or(0)
+    };
+
+    // First recorded by an old recorder, then again by an old one and by a new one.
+    let first = record(1);
+    record_as_before_0008(&db, &first).await;
+    assert_eq!(counted().await, 1);
+    record_as_before_0008(&db, &first).await;
+    record_now(&db, &first).await;
+    assert_eq!(
+        counted().await,
+        1,
+        "a delivery recorded first by an old recorder"
+    );
+
+    // First recorded by a new recorder (no usage_event row), then again by old ones.
+    let second = record(2);
+    record_now(&db, &second).await;
+    assert_eq!(counted().await, 2);
+    record_as_before_0008(&db, &second).await;
+    record_as_before_0008(&db, &second).await;
+    assert_eq!(
+        counted().await,
+        2,
+        "a delivery recorded first by a new recorder"
+    );
+
+    // Recorded by an old recorder before the upgrade, its usage_event row then deleted by
+    // migration 0008, and its record read again by an old recorder during the rollout.
+    let third = record(3);
+    record_as_before_0008(&db, &third).await;
+    assert_eq!(counted().await, 3);
+    sqlx::query(
+        "delete from usage_event where metric = 'webhook_deliveries' and event_id like 'delivery:%'",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    record_as_before_0008(&db, &third).await;
+    assert_eq!(
+        counted().await,
+        3,
+        "a delivery whose usage_event row 0008 deleted"
+    );
+
+    // An old recorder's first record keeps its usage_event row; the readers that go back to
+    // the events count the delivery row instead, once.
+    let fourth = record(4);
+    record_as_before_0008(&db, &fourth).await;
+    assert_eq!(counted().await, 4);
+    let rows: i64 = sqlx::query_scalar(
+        "select count(*) from usage_event where org_id = $1 and metric = 'webhook_deliveries'",
+    )
+    .bind(org.0)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows, 1, "the old recorder's row of the fourth delivery");
+    let today = now.date_naive();
+    let hourly = report(
+        &app,
+        org.0,
+        &owner,
+        &format!("?granularity=hour&from={today}"),
+    )
+    .await;
+    assert_eq!(quantity(&hourly, "webhook_deliveries"), 4, "{hourly:?}");
+    control_plane::db::usage::rebuild(&db, today.pred_opt().unwrap(), today.succ_opt().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(counted().await, 4, "rebuilt from the events");
+    let daily = report(&app, org.0, &owner, &format!("?from={today}")).await;
+    assert_eq!(daily, hourly);
+
+    // Usage events of other metrics are not held back.
+    let seconds = UsageEvent {
+        event_id: "job-seconds:j1:1".into(),
+        org_id: org,
+        metric: Metric::JobSeconds,
+        quantity: 30,
+        repo: None,
+        job_id: Some("j1".into()),
+        at: now,
+    };
+    let mut tx = db.pool().begin().await.unwrap();
+    let new = control_plane::db::usage::record(&mut tx, &[&seconds])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(new, vec![0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -308,6 +308,18 @@ async fn record_now(db: &control_plane::db::OrgDb, rec: &DeliveryRecord) {
     tx.commit().await.unwrap();
 }
 
+/// What recorded a delivery, or what happened to its rows, in
+/// [`recorders_of_the_version_before_0008_meter_each_delivery_once`].
+#[derive(Debug)]
+enum Step {
+    /// A recorder from before 0008.
+    Old,
+    /// This version's recorder.
+    New,
+    /// Migration 0008's delete of the usage_event rows of deliveries.
+    Delete0008,
+}
+
 /// During a rolling upgrade across shard migration 0008 (and after a rollback), recorders of
 /// the version before and of this one record the same deliveries, each possibly again (a
 /// redelivered record message, a delivery redelivered from GitHub): every delivery counts once
@@ -324,7 +336,7 @@ async fn recorders_of_the_version_before_0008_meter_each_delivery_once() {
     let owner = created["api_key"].as_str().unwrap().to_owned();
     let db = control_plane::db::OrgDb::for_org(&app.regions[US].state.shards, org).unwrap();
     let now = Utc::now();
-    let record = |n: u32| DeliveryRecord {
+    let record = |n: i64| DeliveryRecord {
         delivery_id: DeliveryId(format!("{}-{n}", new_delivery())),
         org_id: Some(org),
         event: "issues".into(),
@@ -348,53 +360,44 @@ async fn recorders_of_the_version_before_0008_meter_each_delivery_once() {
         n.unwrap_or(0)
     };
 
-    // First recorded by an old recorder, then again by an old one and by a new one.
-    let first = record(1);
-    record_as_before_0008(&db, &first).await;
-    assert_eq!(counted().await, 1);
-    record_as_before_0008(&db, &first).await;
-    record_now(&db, &first).await;
-    assert_eq!(
-        counted().await,
-        1,
-        "a delivery recorded first by an old recorder"
-    );
-
-    // First recorded by a new recorder (no usage_event row), then again by old ones.
-    let second = record(2);
-    record_now(&db, &second).await;
-    assert_eq!(counted().await, 2);
-    record_as_before_0008(&db, &second).await;
-    record_as_before_0008(&db, &second).await;
-    assert_eq!(
-        counted().await,
-        2,
-        "a delivery recorded first by a new recorder"
-    );
-
-    // Recorded by an old recorder before the upgrade, its usage_event row then deleted by
-    // migration 0008, and its record read again by an old recorder during the rollout.
-    let third = record(3);
-    record_as_before_0008(&db, &third).await;
-    assert_eq!(counted().await, 3);
-    sqlx::query(
-        "delete from usage_event where metric = 'webhook_deliveries' and event_id like 'delivery:%'",
-    )
-    .execute(db.pool())
-    .await
-    .unwrap();
-    record_as_before_0008(&db, &third).await;
-    assert_eq!(
-        counted().await,
-        3,
-        "a delivery whose usage_event row 0008 deleted"
-    );
-
-    // An old recorder's first record keeps its usage_event row; the readers that go back to
-    // the events count the delivery row instead, once.
-    let fourth = record(4);
-    record_as_before_0008(&db, &fourth).await;
-    assert_eq!(counted().await, 4);
+    // Each delivery recorded by the versions in turn; the first step counts it, no other may.
+    // The last one keeps its old recorder's usage_event row, which the readers that go back
+    // to the events leave out, counting its delivery row instead.
+    let cases: [(&str, &[Step]); 4] = [
+        (
+            "recorded first by an old recorder, then again by an old and a new one",
+            &[Step::Old, Step::Old, Step::New],
+        ),
+        (
+            "recorded first by a new recorder (no usage_event row), then again by old ones",
+            &[Step::New, Step::Old, Step::Old],
+        ),
+        (
+            "recorded by an old recorder before the upgrade, its usage_event row deleted by \
+             0008, then read again by an old recorder during the rollout",
+            &[Step::Old, Step::Delete0008, Step::Old],
+        ),
+        ("recorded once by an old recorder", &[Step::Old]),
+    ];
+    for (n, (what, steps)) in (1_i64..).zip(cases) {
+        let rec = record(n);
+        for step in steps {
+            match step {
+                Step::Old => record_as_before_0008(&db, &rec).await,
+                Step::New => record_now(&db, &rec).await,
+                Step::Delete0008 => {
+                    sqlx::query(
+                        "delete from usage_event
+                         where metric = 'webhook_deliveries' and event_id like 'delivery:%'",
+                    )
+                    .execute(db.pool())
+                    .await
+                    .unwrap();
+                }
+            }
+            assert_eq!(counted().await, n, "{what}: after {step:?}");
+        }
+    }
     let rows: i64 = sqlx::query_scalar(
         "select count(*) from usage_event where org_id = $1 and metric = 'webhook_deliveries'",
     )
@@ -402,7 +405,7 @@ async fn recorders_of_the_version_before_0008_meter_each_delivery_once() {
     .fetch_one(db.pool())
     .await
     .unwrap();
-    assert_eq!(rows, 1, "the old recorder's row of the fourth delivery");
+    assert_eq!(rows, 1, "the old recorder's row of the last delivery");
     let today = now.date_naive();
     let hourly = report(
         &app,

@@ -208,6 +208,8 @@ async fn a_down_shard_refuses_only_its_own_orgs_at_once_and_recovers_by_itself()
         .unwrap();
     admin.close().await;
     let other = app.create_org(US).await["id"].as_i64().unwrap();
+    // A second org on the first shard, so that new orgs go to the emptier new one.
+    app.create_org(US).await;
     add_shard(&app, "us-east-1-1", US, &pg.url("shard")).await;
     add_range(&app, "us-east-1-1", 5_000_000, 6_000_000).await;
     wait_routed(&app, 5_000_000, "us-east-1-1").await;
@@ -238,6 +240,15 @@ async fn a_down_shard_refuses_only_its_own_orgs_at_once_and_recovers_by_itself()
         "{}",
         refused.body
     );
+    // An org placed on it meanwhile is refused the same way, and undone: its slug stays free.
+    let slug = format!("org-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let new_org = json!({"slug": slug, "name": "Test Org", "region": US, "plan": "team",
+                         "owner_email": format!("owner@{slug}.example")});
+    let r = app
+        .post(US, "/v1/orgs", OPERATOR_TOKEN, new_org.clone())
+        .await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.header("retry-after").is_some());
     // Meanwhile every other org is served as before, and the victim keeps being refused.
     for _ in 0..20 {
         let r = app.get(US, &jobs(other), OPERATOR_TOKEN).await;
@@ -270,6 +281,8 @@ async fn a_down_shard_refuses_only_its_own_orgs_at_once_and_recovers_by_itself()
     )
     .await;
     assert_eq!(app.get(US, &jobs(other), OPERATOR_TOKEN).await.status, 200);
+    let r = app.post(US, "/v1/orgs", OPERATOR_TOKEN, new_org).await;
+    assert_eq!(r.status, 201, "{}", r.body);
 }
 
 /// Writes to two orgs until told to stop: webhooks (deliveries, jobs, usage via the workers)

@@ -122,10 +122,13 @@ async fn shard_step(
     rules: &[Rule],
     actor: Actor<'_>,
 ) -> Result<OrgDb, Error> {
-    let shard = OrgDb::for_org(router, org).map_err(|_| {
-        Error::internal(format!(
+    // A shard whose breaker is open answers `503` (and the org is undone); only a map without
+    // the new id's range is an internal error.
+    let shard = OrgDb::for_org(router, org).map_err(|e| match e {
+        Error::NotFound => Error::internal(format!(
             "the shard map has no shard for new org {org}; it is out of date"
-        ))
+        )),
+        e => e,
     })?;
     let rows: Vec<db::rules::RuleRow> = rules.iter().map(rule_row).collect();
     let mut tx = shard.pool().begin().await?;

@@ -133,6 +133,7 @@ async fn validate(state: &AppState, input: &OrgIn) -> Result<onboarding::NewOrg>
         (status = 403, description = "Not the operator", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Slug taken", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "No open id range in the region, or the new org's shard is down; nothing was created", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
